@@ -1,0 +1,49 @@
+"""CLI output: readable by a person, or with ``--json`` by a program; errors to stderr, exit 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from garrison.errors import ConfigError, GarrisonError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None] | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    elif human is not None:
+        human()
+    else:
+        out.print(data)
+
+
+def fail(
+    message: str, problems: tuple[str, ...] = (), as_json: bool = False, code: int = 1
+) -> NoReturn:
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message, "problems": list(problems)}) + "\n")
+    else:
+        err.print(f"[bold red]error:[/] {message}")
+        for problem in problems:
+            err.print(f"  - {problem}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors_as_exit(as_json: bool = False) -> Iterator[None]:
+    """Turn Garrison's errors into a clear message and exit 1: never a stack trace."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail("refusing to start: configuration is not usable", exc.problems, as_json)
+    except GarrisonError as exc:
+        fail(exc.detail, exc.reasons, as_json)

@@ -1,0 +1,57 @@
+"""``garrison serve``: run the service (uvicorn), printing where it listens and what to do next."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from garrison.cli.context import state
+from garrison.cli.output import err, errors_as_exit
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+) -> None:
+    """Run Garrison. With no configuration: development mode on SQLite under ./.garrison/."""
+    cli = state(ctx)
+    settings = cli.load()
+    services = cli.services()  # validates, migrates (development) and loads keys before binding
+    services.keyring.load()
+    has_admin = services.users.count_admins() > 0
+    services.close()
+    mode = "production" if settings.production else "development"
+    err.print(f"[bold]Garrison[/] {mode} mode")
+    err.print(f"  database  {_safe_url(settings.effective_database_url)}")
+    err.print(f"  limiter   {'redis' if settings.use_redis_limiter else 'memory'}")
+    err.print(f"  listening http://{host}:{port}  (health: /healthz, JWKS: /.well-known/jwks.json)")
+    if not has_admin:
+        err.print(
+            "  no admin yet; create the first one with:\n"
+            "    garrison users create --username admin --role admin --password-stdin"
+        )
+    os.environ["GARRISON_DATA_DIR"] = str(settings.data_dir)
+    with errors_as_exit():
+        uvicorn.run(
+            "garrison.gateway.server:factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            proxy_headers=False,  # X-Forwarded-* are trusted only from GARRISON_TRUSTED_PROXIES
+            server_header=False,
+            access_log=False,
+        )
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

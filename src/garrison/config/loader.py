@@ -1,0 +1,127 @@
+"""Build ``Settings`` from defaults, then ``garrison.toml``, then the environment.
+
+The environment wins over the file; every setting ``X`` may instead be given as ``X_FILE`` naming a
+file that holds the value (Docker and Kubernetes secrets). ``.env`` is read only in development
+(C1), and never overrides the real environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import ValidationError as PydanticValidationError
+
+from garrison.config.checks import production_problems
+from garrison.config.settings import Settings
+from garrison.errors import ConfigError
+
+_LIST_SETTINGS = {"GARRISON_CORS_ORIGINS", "GARRISON_TRUSTED_PROXIES", "GARRISON_CSP_CONNECT_SRC"}
+_TOML_SECTIONS = {"roles", "actions", "routes", "rate_limits", "oidc", "external_idps"}
+
+
+def _aliases() -> dict[str, str]:
+    """Public setting name -> field name, for every field that has one."""
+    return {
+        field.alias: name
+        for name, field in Settings.model_fields.items()
+        if field.alias is not None
+    }
+
+
+def _read_env(environ: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for alias in _aliases():
+        file_var = f"{alias}_FILE"
+        if alias in environ and file_var in environ:
+            problems.append(f"{alias}: set both {alias} and {file_var}; keep one")
+            continue
+        if file_var in environ:
+            path = Path(environ[file_var])
+            try:
+                values[alias] = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{file_var}: cannot read {path}: {exc.strerror}")
+        elif alias in environ:
+            values[alias] = environ[alias]
+    return values
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        problems.append(f"GARRISON_CONFIG: {path} does not exist")
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        problems.append(f"GARRISON_CONFIG: {path} is not valid TOML: {exc}")
+        return {}
+    aliases = _aliases()
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _TOML_SECTIONS:
+            out[key] = value
+        elif key.upper() in aliases:
+            out[key.upper()] = value
+        elif key in Settings.model_fields:
+            alias = Settings.model_fields[key].alias
+            out[alias or key] = value
+        else:
+            problems.append(f"{path}: unknown setting {key!r}")
+    return out
+
+
+def _split_lists(values: dict[str, Any]) -> None:
+    for name in _LIST_SETTINGS:
+        raw = values.get(name)
+        if isinstance(raw, str):
+            values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    check_production: bool = True,
+) -> Settings:
+    """Read, merge and validate settings; raise ``ConfigError`` listing every problem at once."""
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    if env.get("GARRISON_ENV", "development") != "production":
+        dotenv_path = Path(env.get("GARRISON_DOTENV", ".env"))
+        if dotenv_path.is_file():
+            for key, value in dotenv_values(dotenv_path).items():
+                if value is not None:
+                    env.setdefault(key, value)
+    from_env = _read_env(env, problems)
+    merged: dict[str, Any] = {}
+    config_path = from_env.get("GARRISON_CONFIG") or (overrides or {}).get("GARRISON_CONFIG")
+    if config_path:
+        merged.update(_read_toml(Path(config_path), problems))
+    elif Path("garrison.toml").is_file():
+        merged.update(_read_toml(Path("garrison.toml"), problems))
+        merged["GARRISON_CONFIG"] = "garrison.toml"
+    merged.update(from_env)
+    merged.update(overrides or {})
+    _split_lists(merged)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        settings = Settings.model_validate(merged)
+    except PydanticValidationError as exc:
+        raise ConfigError([_describe(err) for err in exc.errors()]) from None
+    if check_production and settings.production:
+        found = production_problems(settings)
+        if found:
+            raise ConfigError(found)
+    return settings
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    where = ".".join(str(part) for part in err.get("loc", ())) or "settings"
+    return f"{where}: {err.get('msg', 'invalid value')}"

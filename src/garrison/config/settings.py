@@ -1,0 +1,175 @@
+"""The frozen, validated settings every part of Garrison reads.
+
+Settings are built once at start-up (``garrison.config.load_settings``) and never read again from
+the environment; a bad value fails the start, not a request. Field aliases are the public setting
+names of API.md (``DATABASE_URL``, ``GARRISON_ENV`` ...). Structured sections (roles, actions,
+routes, rate limits) come only from ``garrison.toml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+Env = Literal["development", "production"]
+SigningAlg = Literal["RS256", "ES256", "EdDSA"]
+
+#: Settings that hold secrets: checked for strength in production, printed by `secrets generate`.
+SECRET_SETTINGS: tuple[str, ...] = (
+    "GARRISON_KEYRING_KEY",
+    "SECRET_ENCRYPTION_KEY",
+    "GARRISON_SESSION_SECRET",
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RoleDef(_Frozen):
+    """A role; ``includes`` names the roles whose permissions it inherits."""
+
+    includes: tuple[str, ...] = ()
+    description: str = ""
+
+
+class ActionDef(_Frozen):
+    """A registered action (Z2): a handler name (``ticket.close``) or a proxied route."""
+
+    requires_auth: bool = True
+    required_roles: tuple[str, ...] = ()
+    required_params: tuple[str, ...] = ()
+    own_resources_only: bool = False
+    description: str = ""
+
+
+class RouteDef(_Frozen):
+    """A route of the action registry / built-in proxy: path prefix -> action (and upstream)."""
+
+    prefix: str
+    action: str
+    methods: tuple[str, ...] = ()
+    upstream: str | None = None
+    max_body_bytes: int | None = None
+    rate_limit_group: str | None = None
+
+
+class RateLimitDef(_Frozen):
+    """A route group's limit: ``rate_limit_per_window`` hits per ``rate_limit_window_sec``."""
+
+    rate_limit_window_sec: int = Field(60, gt=0)
+    rate_limit_per_window: int = Field(600, gt=0)
+    key: Literal["identity", "ip", "api_key", "tenant"] = "identity"
+    prefixes: tuple[str, ...] = ()
+
+
+class OidcProviderDef(_Frozen):
+    issuer: str
+    client_id: str
+    client_secret_env: str = ""
+    scopes: tuple[str, ...] = ("openid", "email")
+    redirect_uri: str = ""
+
+
+class ExternalIdpDef(_Frozen):
+    """An external IdP whose tokens are accepted (A10): HS256 secret or a JWKS URL."""
+
+    issuer: str = ""
+    audience: str = ""
+    hs256_secret_env: str = ""
+    jwks_url: str = ""
+    role_claim: str = "role"
+    admin_roles: tuple[str, ...] = ()
+    role_map: dict[str, str] = Field(default_factory=dict)
+
+
+class Settings(_Frozen):
+    env: Env = Field("development", alias="GARRISON_ENV")
+    data_dir: Path = Field(Path(".garrison"), alias="GARRISON_DATA_DIR")
+    config_path: Path | None = Field(None, alias="GARRISON_CONFIG")
+
+    # storage
+    database_url: str = Field("", alias="DATABASE_URL")
+    db_pool_size: int = Field(10, alias="GARRISON_DB_POOL_SIZE", ge=1, le=500)
+    db_max_overflow: int = Field(10, alias="GARRISON_DB_MAX_OVERFLOW", ge=0, le=500)
+    db_pool_timeout: float = Field(10.0, alias="GARRISON_DB_POOL_TIMEOUT", gt=0)
+    redis_url: str = Field("", alias="REDIS_URL")
+    redis_prefix: str = Field("garrison", alias="GARRISON_REDIS_PREFIX", min_length=1)
+    use_redis_limiter: bool = Field(False, alias="USE_REDIS_LIMITER")
+    redis_fail_open: bool = Field(False, alias="GARRISON_REDIS_FAIL_OPEN")
+
+    # tokens
+    issuer: str = Field("http://127.0.0.1:8080", alias="GARRISON_ISSUER", min_length=1)
+    audience: str = Field("garrison", alias="GARRISON_AUDIENCE", min_length=1)
+    access_ttl: int = Field(900, alias="GARRISON_ACCESS_TTL", ge=30, le=86400)
+    refresh_ttl: int = Field(30 * 86400, alias="GARRISON_REFRESH_TTL", ge=300)
+    signing_alg: SigningAlg = Field("RS256", alias="GARRISON_SIGNING_ALG")
+    key_rotate_days: int = Field(90, alias="GARRISON_KEY_ROTATE_DAYS", ge=1)
+    clock_skew: int = Field(30, alias="GARRISON_CLOCK_SKEW", ge=0, le=300)
+    token_cache_size: int = Field(100_000, alias="GARRISON_TOKEN_CACHE_SIZE", ge=0)
+    user_cache_ttl: float = Field(30.0, alias="GARRISON_USER_CACHE_TTL", ge=0)
+
+    # secrets (SECRET_SETTINGS)
+    keyring_key: SecretStr | None = Field(None, alias="GARRISON_KEYRING_KEY")
+    secret_encryption_key: SecretStr | None = Field(None, alias="SECRET_ENCRYPTION_KEY")
+    session_secret: SecretStr | None = Field(None, alias="GARRISON_SESSION_SECRET")
+
+    # access rules
+    require_jwt_for_admin: bool | None = Field(None, alias="REQUIRE_JWT_FOR_ADMIN")
+    require_tenant_header: bool | None = Field(None, alias="REQUIRE_TENANT_HEADER")
+
+    # login throttling (A13)
+    login_max_failures_per_account: int = Field(5, alias="GARRISON_LOGIN_MAX_FAILURES", ge=1)
+    login_max_failures_per_ip: int = Field(20, alias="GARRISON_LOGIN_MAX_FAILURES_PER_IP", ge=1)
+    login_failure_window: int = Field(900, alias="GARRISON_LOGIN_FAILURE_WINDOW", ge=1)
+    refresh_max_per_ip: int = Field(600, alias="GARRISON_REFRESH_MAX_PER_IP", ge=1)
+
+    # edge
+    max_body_bytes: int = Field(1 << 20, alias="GARRISON_MAX_BODY_BYTES", ge=1)
+    bus_max_bytes: int = Field(1 << 20, alias="BUS_MAX_BYTES", ge=1)
+    enable_hsts: bool = Field(False, alias="ENABLE_HSTS")
+    force_https: Literal["off", "redirect", "reject"] = Field("off", alias="GARRISON_FORCE_HTTPS")
+    cors_origins: tuple[str, ...] = Field((), alias="GARRISON_CORS_ORIGINS")
+    trusted_proxies: tuple[str, ...] = Field((), alias="GARRISON_TRUSTED_PROXIES")
+    csp_connect_src: tuple[str, ...] = Field(("'self'",), alias="GARRISON_CSP_CONNECT_SRC")
+    rate_limit_window_sec: int = Field(60, alias="GARRISON_RATE_LIMIT_WINDOW_SEC", gt=0)
+    rate_limit_per_window: int = Field(6000, alias="GARRISON_RATE_LIMIT_PER_WINDOW", gt=0)
+
+    # audit and observability
+    audit_log_path: Path | None = Field(None, alias="AUDIT_LOG_PATH")
+    otel_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    log_level: str = Field("INFO", alias="GARRISON_LOG_LEVEL")
+    metrics_public: bool = Field(False, alias="GARRISON_METRICS_PUBLIC")
+
+    # garrison.toml sections
+    roles: dict[str, RoleDef] = Field(default_factory=dict)
+    actions: dict[str, ActionDef] = Field(default_factory=dict)
+    routes: tuple[RouteDef, ...] = ()
+    rate_limits: dict[str, RateLimitDef] = Field(default_factory=dict)
+    policy_dir: Path | None = Field(None, alias="GARRISON_POLICY_DIR")
+    oidc: dict[str, OidcProviderDef] = Field(default_factory=dict)
+    external_idps: dict[str, ExternalIdpDef] = Field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def jwt_required_for_admin(self) -> bool:
+        if self.require_jwt_for_admin is None:
+            return self.production
+        return self.require_jwt_for_admin
+
+    @property
+    def tenant_header_required(self) -> bool:
+        if self.require_tenant_header is None:
+            return self.production
+        return self.require_tenant_header
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'garrison.db').resolve()}"

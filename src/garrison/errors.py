@@ -1,0 +1,110 @@
+"""The root of every error Garrison raises on purpose.
+
+    GarrisonError                 (code, status, title; carried to the client as problem+json)
+    ├── ConfigError               settings that cannot be used; lists every offending setting
+    ├── AuthenticationError       401: no, bad, expired or revoked credentials
+    │   └── RefreshReuseError     401: a refresh token used twice; its family is now revoked
+    ├── ForbiddenError            403: authenticated but denied; carries the reasons
+    ├── NotFoundError             404
+    ├── ConflictError             409
+    ├── BadRequestError           400: unreadable input (not JSON, credentials in the query)
+    ├── ValidationError           422: input that does not fit the contract
+    ├── PayloadTooLargeError      413
+    ├── RateLimitedError          429: carries retry_after (seconds)
+    └── UnavailableError          503: a dependency is down and the action fails closed
+
+Domain packages raise these; only ``garrison.gateway`` turns them into HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class GarrisonError(Exception):
+    """Base error. ``code`` is stable and machine-readable; ``detail`` is safe to show."""
+
+    status: int = 500
+    code: str = "internal"
+    title: str = "Internal error"
+
+    def __init__(
+        self, detail: str | None = None, *, reasons: Sequence[str] = (), code: str | None = None
+    ) -> None:
+        self.detail = detail or self.title
+        self.reasons: tuple[str, ...] = tuple(reasons)
+        if code is not None:
+            self.code = code
+        super().__init__(self.detail)
+
+
+class ConfigError(GarrisonError):
+    status = 500
+    code = "config"
+    title = "Invalid configuration"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems), reasons=self.problems)
+
+
+class AuthenticationError(GarrisonError):
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class RefreshReuseError(AuthenticationError):
+    code = "refresh_reuse"
+
+
+class ForbiddenError(GarrisonError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFoundError(GarrisonError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class ConflictError(GarrisonError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class BadRequestError(GarrisonError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class ValidationError(GarrisonError):
+    status = 422
+    code = "invalid"
+    title = "Invalid request"
+
+
+class PayloadTooLargeError(GarrisonError):
+    status = 413
+    code = "too_large"
+    title = "Payload too large"
+
+
+class RateLimitedError(GarrisonError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(detail or f"Retry after {self.retry_after} s")
+
+
+class UnavailableError(GarrisonError):
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"

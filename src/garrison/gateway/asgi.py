@@ -1,0 +1,155 @@
+"""The ASGI application: a thin raw-ASGI front for the hot path, Starlette for everything else.
+
+``create_app`` is the only place routes and middleware are assembled. ``fast_routes`` are served
+without the framework (``/verify`` pays for no middleware stack it does not need); every other path
+goes to the Starlette app, whose errors all become problem+json (E7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from garrison.app import Services
+from garrison.errors import GarrisonError
+from garrison.gateway.problem import problem_body, problem_response, simple_problem
+from garrison.gateway.routes import admin, auth, health, wellknown
+
+log = logging.getLogger("garrison.gateway")
+
+#: Query parameters that carry credentials; a request with one is refused (A8).
+_QUERY_CREDENTIALS = re.compile(
+    rb"(?:^|&)(?:access_token|id_token|refresh_token|token|api_key|apikey|jwt|key|auth)=", re.I
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+async def _garrison_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GarrisonError)
+    return problem_response(exc)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    titles = {404: "Not found", 405: "Method not allowed"}
+    title = titles.get(exc.status_code, "Request error")
+    response = simple_problem(exc.status_code, title, str(exc.detail), f"http_{exc.status_code}")
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unhandled(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return simple_problem(
+        500, "Internal error", "the server could not complete the request", "internal"
+    )
+
+
+def app_routes() -> list[BaseRoute]:
+    return [*health.routes(), *wellknown.routes(), *auth.routes(), *admin.routes()]
+
+
+def create_app(services: Services) -> ASGIApp:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(services.keyring.load)
+        await services.bus.start()
+        try:
+            yield
+        finally:
+            await services.bus.stop()
+
+    inner = Starlette(
+        routes=app_routes(),
+        exception_handlers={
+            GarrisonError: _garrison_error,
+            HTTPException: _http_error,
+            Exception: _unhandled,
+        },
+        lifespan=lifespan,
+    )
+    inner.state.services = services
+    return Front(services, inner)
+
+
+FastRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Front:
+    """Request id, credential-in-query refusal, and dispatch of the framework-free routes."""
+
+    def __init__(self, services: Services, app: Starlette) -> None:
+        self.services = services
+        self.app = app
+        self.fast_routes: dict[str, FastRoute] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope["garrison.request_id"] = request_id
+        query: bytes = scope.get("query_string", b"")
+        if query and _QUERY_CREDENTIALS.search(query):
+            await _send_problem(
+                send,
+                400,
+                "Bad request",
+                "credentials are accepted only in the Authorization header",
+                "credentials_in_query",
+                request_id,
+            )
+            return
+        fast = self.fast_routes.get(scope["path"])
+        if fast is not None:
+            await fast(scope, receive, send)
+            return
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+            break
+    return secrets.token_hex(8)
+
+
+async def _send_problem(
+    send: Send, status: int, title: str, detail: str, code: str, request_id: str
+) -> None:
+    body = problem_body(status, title, detail, code=code)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

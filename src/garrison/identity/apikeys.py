@@ -1,0 +1,173 @@
+"""API keys (A7): ``gk_<lookup>_<secret>``, shown once, stored as SHA-256, scoped, expiring.
+
+The lookup part finds the row; the secret is compared in constant time against its hash. A key is
+bound to its user: a disabled user's keys stop working with the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from garrison.clock import Clock, system_clock
+from garrison.errors import AuthenticationError, NotFoundError, ValidationError
+from garrison.storage.bus import InvalidationBus
+from garrison.storage.db import Database
+from garrison.storage.schema import api_keys
+
+PREFIX = "gk_"
+_KEY_RE = re.compile(r"^gk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
+_SCOPE_RE = re.compile(r"^[a-z*][a-z0-9_.:*-]{0,99}$")
+_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90d`` -> seconds; ``s m h d w`` units."""
+    match = _DURATION_RE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValidationError(f"duration {text!r}: use a number and s, m, h, d or w (e.g. 90d)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    user_id: str
+    name: str
+    scopes: tuple[str, ...]
+    tenant: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "tenant": self.tenant,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        row.id,
+        row.user_id,
+        row.name,
+        tuple(row.scopes or ()),
+        row.tenant,
+        row.created_at,
+        row.expires_at,
+        row.revoked_at,
+    )
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyStore:
+    def __init__(self, db: Database, bus: InvalidationBus, clock: Clock = system_clock) -> None:
+        self.db = db
+        self.bus = bus
+        self.clock = clock
+
+    def create(
+        self,
+        user_id: str,
+        scopes: tuple[str, ...],
+        *,
+        tenant: str | None,
+        name: str = "",
+        expires_in: int | None = None,
+    ) -> tuple[str, ApiKey]:
+        """Returns (the key, shown this once; its record)."""
+        if not scopes:
+            raise ValidationError("an API key needs at least one scope")
+        for scope in scopes:
+            if not _SCOPE_RE.match(scope):
+                raise ValidationError(f"scope {scope!r}: lower-case letters, digits, '.:_-*'")
+        lookup = "".join(
+            secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
+            for _ in range(12)
+        )
+        secret = secrets.token_urlsafe(32)
+        now = self.clock()
+        key_id = str(uuid.uuid4())
+        with self.db.begin() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    id=key_id,
+                    lookup=lookup,
+                    key_hash=_digest(secret),
+                    user_id=user_id,
+                    name=name[:200],
+                    scopes=sorted(set(scopes)),
+                    tenant=tenant,
+                    created_at=now,
+                    expires_at=now + expires_in if expires_in else None,
+                )
+            )
+        return f"{PREFIX}{lookup}_{secret}", self.get(key_id)
+
+    def get(self, key_id: str) -> ApiKey:
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        if row is None:
+            raise NotFoundError("no such API key")
+        return _key(row)
+
+    def list_for(self, user_id: str) -> list[ApiKey]:
+        with self.db.begin() as conn:
+            rows = conn.execute(
+                sa.select(api_keys)
+                .where(api_keys.c.user_id == user_id)
+                .order_by(api_keys.c.created_at)
+            )
+            return [_key(r) for r in rows]
+
+    def authenticate(self, presented: str) -> ApiKey:
+        """The live key behind ``presented``; one opaque 401 for every failure."""
+        match = _KEY_RE.match(presented)
+        if not match:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        lookup, secret = match.groups()
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.lookup == lookup)).first()
+        expected = row.key_hash if row else _digest("")
+        if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        key = _key(row)
+        if key.revoked_at is not None or (key.expires_at and key.expires_at <= self.clock()):
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        return key
+
+    def touch(self, key_id: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=self.clock())
+            )
+
+    def revoke(self, key_id: str) -> ApiKey:
+        with self.db.begin() as conn:
+            result = conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock())
+            )
+        key = self.get(key_id)
+        if result.rowcount:
+            self.bus.publish("apikey", key_id)
+        return key

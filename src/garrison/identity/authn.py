@@ -1,0 +1,214 @@
+"""Turn an ``Authorization`` header into a ``Principal`` on every request (A3, A4, A7, A8).
+
+The hot path: a token verified before is a dict hit (``TokenCodec``), then the user's status and the
+session's revocation come from small caches that the invalidation bus empties the moment a user is
+disabled, a session revoked or a key revoked, on every replica. Without a cross-process bus the
+caches live at most one second, which keeps A4's bound across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from garrison.clock import Clock, system_clock
+from garrison.errors import AuthenticationError
+from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
+from garrison.identity.apikeys import ApiKeyStore
+from garrison.identity.sessions import SessionStore
+from garrison.identity.users import User, UserStore
+from garrison.principal import Principal
+from garrison.storage.bus import InvalidationBus
+from garrison.tokens.jwt import TokenCodec
+
+NO_CREDENTIALS = "missing bearer credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class _UserStatus:
+    active: bool
+    tokens_valid_after: float
+    user: User | None
+    expires: float
+
+
+class _TtlCache:
+    """A dict with per-entry expiry; entries are replaced, never mutated."""
+
+    def __init__(self, ttl: float, clock: Clock, max_size: int = 100_000) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.max_size = max_size
+        self.data: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any | None:
+        entry = self.data.get(key)
+        if entry is None or entry[0] < self.clock():
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self.data) >= self.max_size:
+            self.data.clear()
+        self.data[key] = (self.clock() + self.ttl, value)
+
+    def drop(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        codec: TokenCodec,
+        users: UserStore,
+        sessions: SessionStore,
+        api_keys: ApiKeyStore,
+        bus: InvalidationBus,
+        *,
+        cache_ttl: float = 30.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.codec = codec
+        self.users = users
+        self.sessions = sessions
+        self.api_keys = api_keys
+        ttl = cache_ttl if bus.cross_process else min(cache_ttl, 1.0)
+        self._users = _TtlCache(ttl, clock)
+        self._families = _TtlCache(ttl, clock)
+        self._keys = _TtlCache(ttl, clock)
+        self._principals = _TtlCache(ttl, clock)
+        bus.subscribe(self._invalidate)
+
+    def _invalidate(self, kind: str, ident: str) -> None:
+        if kind == "user":
+            self._users.drop(ident)
+            self._principals.data.clear()
+        elif kind == "family":
+            self._families.drop(ident)
+        elif kind == "apikey":
+            self._keys.data.clear()
+        elif kind == "keys":
+            self.codec.keyring.load()
+            self.codec.forget()
+        elif kind == "reset":
+            for cache in (self._users, self._families, self._keys, self._principals):
+                cache.data.clear()
+
+    # -- entry points --------------------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> Principal:
+        """A principal for ``Authorization: Bearer ...``; ``AuthenticationError`` otherwise.
+
+        Blocking (it may read the database on a cache miss): call it from a worker thread, or use
+        ``authenticate_cached`` first on the event loop.
+        """
+        credential = bearer(authorization)
+        if credential.startswith(API_KEY_PREFIX):
+            return self._api_key(credential)
+        return self._jwt(credential)
+
+    def authenticate_cached(self, authorization: str | None) -> Principal | None:
+        """The same answer when everything needed is cached (no I/O); None when it is not."""
+        credential = bearer(authorization)
+        if credential.startswith(API_KEY_PREFIX):
+            cached = self._keys.get(credential)
+            return cached if isinstance(cached, Principal) else None
+        claims = self.codec.verify(credential)
+        status = self._users.get(claims["sub"])
+        family = claims.get("sid")
+        revoked = self._families.get(family) if family else False
+        if status is None or revoked is None:
+            return None
+        return self._check_jwt(claims, status, bool(revoked))
+
+    # -- JWT -----------------------------------------------------------------------------------
+    def _jwt(self, token: str) -> Principal:
+        claims = self.codec.verify(token)
+        status = self._user_status(claims["sub"])
+        family = claims.get("sid")
+        revoked = False
+        if family:
+            cached = self._families.get(family)
+            if cached is None:
+                cached = self.sessions.is_revoked(family)
+                self._families.put(family, cached)
+            revoked = bool(cached)
+        return self._check_jwt(claims, status, revoked)
+
+    def _check_jwt(self, claims: dict[str, Any], status: _UserStatus, revoked: bool) -> Principal:
+        if not status.active:
+            raise AuthenticationError("account disabled or deleted", code="inactive_user")
+        if revoked or claims["iat"] + 1 <= status.tokens_valid_after:
+            raise AuthenticationError("session revoked", code="session_revoked")
+        return principal_from_claims(claims)
+
+    def _user_status(self, user_id: str) -> _UserStatus:
+        cached = self._users.get(user_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        try:
+            user: User | None = self.users.get(user_id)
+        except Exception:  # NotFoundError: a deleted user is simply inactive
+            user = None
+        status = _UserStatus(
+            active=bool(user and user.active),
+            tokens_valid_after=user.tokens_valid_after if user else time.time(),
+            user=user,
+            expires=0.0,
+        )
+        self._users.put(user_id, status)
+        return status
+
+    # -- API keys ------------------------------------------------------------------------------
+    def _api_key(self, presented: str) -> Principal:
+        cached = self._keys.get(presented)
+        if isinstance(cached, Principal):
+            if cached.expires_at and cached.expires_at <= self.codec.clock():
+                self._keys.drop(presented)
+                raise AuthenticationError("invalid API key", code="invalid_api_key")
+            return cached
+        key = self.api_keys.authenticate(presented)
+        status = self._user_status(key.user_id)
+        if not status.active or status.user is None:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        user = status.user
+        principal = Principal(
+            sub=user.id,
+            username=user.username,
+            email=user.email,
+            roles=frozenset(user.roles),
+            tenant=key.tenant if key.tenant is not None else user.tenant,
+            via="api_key",
+            credential_id=key.id,
+            scopes=frozenset(key.scopes),
+            expires_at=key.expires_at,
+        )
+        self._keys.put(presented, principal)
+        return principal
+
+
+def bearer(authorization: str | None) -> str:
+    """The credential of an ``Authorization: Bearer`` header (A8: nowhere else)."""
+    if not authorization:
+        raise AuthenticationError(NO_CREDENTIALS, code="no_credentials")
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential or " " in credential:
+        raise AuthenticationError("use Authorization: Bearer <token>", code="bad_scheme")
+    return credential
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    roles = claims.get("roles") or ()
+    return Principal(
+        sub=claims["sub"],
+        username=str(claims.get("preferred_username") or claims["sub"]),
+        email=claims.get("email"),
+        roles=frozenset(str(r) for r in roles) if isinstance(roles, list) else frozenset(),
+        tenant=claims.get("tenant") if isinstance(claims.get("tenant"), str) else None,
+        via="jwt",
+        permissions=tuple(claims.get("permissions") or ()),
+        session_id=claims.get("sid"),
+        credential_id=claims.get("jti"),
+        expires_at=float(claims["exp"]),
+    )

@@ -1,0 +1,208 @@
+"""Users (A1, A4, A12): create, find, disable, revoke sessions. Storage via SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from garrison.clock import Clock, system_clock
+from garrison.errors import ConflictError, NotFoundError, ValidationError
+from garrison.identity.passwords import hash_password
+from garrison.storage.bus import InvalidationBus
+from garrison.storage.db import ALL_TENANTS, Database
+from garrison.storage.schema import refresh_families, users
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,149}$")
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    email: str | None
+    roles: tuple[str, ...]
+    tenant: str | None
+    active: bool
+    created_at: float
+    tokens_valid_after: float
+    password_hash: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "email": self.email,
+            "roles": list(self.roles),
+            "tenant": self.tenant,
+            "active": self.active,
+            "created_at": self.created_at,
+        }
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        email=row.email,
+        roles=tuple(row.roles or ()),
+        tenant=row.tenant,
+        active=bool(row.active),
+        created_at=row.created_at,
+        tokens_valid_after=row.tokens_valid_after or 0.0,
+        password_hash=row.password_hash,
+    )
+
+
+def normalise_username(username: str) -> str:
+    return username.strip().lower()
+
+
+def validate_tenant(tenant: str | None) -> str | None:
+    if tenant is None or tenant == "":
+        return None
+    if not TENANT_RE.match(tenant):
+        raise ValidationError("tenant: letters, digits, '.', '_' and '-' only (at most 100)")
+    return tenant
+
+
+class UserStore:
+    def __init__(self, db: Database, bus: InvalidationBus, clock: Clock = system_clock) -> None:
+        self.db = db
+        self.bus = bus
+        self.clock = clock
+
+    def create(
+        self,
+        username: str,
+        password: str | None,
+        *,
+        email: str | None = None,
+        roles: tuple[str, ...] = ("user",),
+        tenant: str | None = None,
+        external_subject: str | None = None,
+    ) -> User:
+        name = normalise_username(username)
+        if not USERNAME_RE.match(name):
+            raise ValidationError(
+                "username: 1-150 characters of a-z, 0-9, '.', '_', '@' or '-', starting alphanumeric"
+            )
+        if email is not None and "@" not in email:
+            raise ValidationError("email: not an email address")
+        for role in roles:
+            if not re.match(r"^[a-z][a-z0-9_]{0,63}$", role):
+                raise ValidationError(f"role {role!r}: lower-case letters, digits and '_' only")
+        tenant = validate_tenant(tenant)
+        pw_hash = hash_password(password) if password is not None else None
+        now = self.clock()
+        user_id = str(uuid.uuid4())
+        try:
+            with self.db.begin(tenant=tenant or ALL_TENANTS) as conn:
+                conn.execute(
+                    users.insert().values(
+                        id=user_id,
+                        username=name,
+                        email=email,
+                        password_hash=pw_hash,
+                        roles=sorted(set(roles)),
+                        tenant=tenant,
+                        active=True,
+                        external_subject=external_subject,
+                        created_at=now,
+                        updated_at=now,
+                        tokens_valid_after=0.0,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"user {name!r} already exists") from None
+        return self.get(user_id)
+
+    def get(self, user_id: str) -> User:
+        user = self._one(users.c.id == user_id)
+        if user is None:
+            raise NotFoundError("no such user")
+        return user
+
+    def find(self, username: str) -> User | None:
+        return self._one(users.c.username == normalise_username(username))
+
+    def find_external(self, subject: str) -> User | None:
+        return self._one(users.c.external_subject == subject)
+
+    def resolve(self, ref: str) -> User:
+        """A user by id or username (CLI convenience)."""
+        user = self._one(users.c.id == ref) or self.find(ref)
+        if user is None:
+            raise NotFoundError(f"no user {ref!r}")
+        return user
+
+    def _one(self, where: Any) -> User | None:
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(users).where(where)).first()
+        return _user(row) if row else None
+
+    def list(
+        self, tenant: str | None, *, all_tenants: bool = False, limit: int = 100
+    ) -> list[User]:
+        """Users of ``tenant``; without a tenant only unscoped (platform) users (T3)."""
+        stmt = sa.select(users).order_by(users.c.created_at).limit(limit)
+        if not all_tenants:
+            stmt = stmt.where(users.c.tenant == tenant if tenant else users.c.tenant.is_(None))
+        with self.db.begin(tenant=ALL_TENANTS if all_tenants else tenant) as conn:
+            return [_user(r) for r in conn.execute(stmt)]
+
+    def count_admins(self) -> int:
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(users.c.roles)).all()
+        return sum(1 for (roles,) in rows if "admin" in (roles or ()))
+
+    def set_active(self, user_id: str, active: bool) -> User:
+        now = self.clock()
+        values: dict[str, Any] = {"active": active, "updated_at": now}
+        if not active:
+            values["tokens_valid_after"] = now
+        with self.db.begin() as conn:
+            found = conn.execute(sa.update(users).where(users.c.id == user_id).values(values))
+            if not active:
+                self._revoke_families(conn, user_id, now, "user_disabled")
+        if found.rowcount == 0:
+            raise NotFoundError("no such user")
+        self.bus.publish("user", user_id)
+        return self.get(user_id)
+
+    def revoke_sessions(self, user_id: str) -> int:
+        """Kill every refresh family and every access token issued so far (A12)."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            found = conn.execute(
+                sa.update(users)
+                .where(users.c.id == user_id)
+                .values(tokens_valid_after=now, updated_at=now)
+            )
+            revoked = self._revoke_families(conn, user_id, now, "sessions_revoked")
+        if found.rowcount == 0:
+            raise NotFoundError("no such user")
+        self.bus.publish("user", user_id)
+        return revoked
+
+    def set_password(self, user_id: str, password: str) -> None:
+        pw_hash = hash_password(password)
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.update(users)
+                .where(users.c.id == user_id)
+                .values(password_hash=pw_hash, updated_at=self.clock())
+            )
+
+    @staticmethod
+    def _revoke_families(conn: sa.Connection, user_id: str, now: float, reason: str) -> int:
+        result = conn.execute(
+            sa.update(refresh_families)
+            .where(refresh_families.c.user_id == user_id, refresh_families.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+        )
+        return int(result.rowcount or 0)

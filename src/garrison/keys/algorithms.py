@@ -1,0 +1,140 @@
+"""The three signing algorithms: key generation, JWK export, sign and verify on raw bytes.
+
+Written on ``cryptography`` directly because this is the hot path (see DESIGN.md: a generic JOSE
+library costs 2-4x the bare signature check). Each function takes a key object already loaded once.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+Verifier = Callable[[bytes, bytes], bool]
+
+ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+RSA_BITS = 2048
+_P256_BYTES = 32
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _int_b64(n: int, length: int | None = None) -> str:
+    size = length or max(1, (n.bit_length() + 7) // 8)
+    return b64url(n.to_bytes(size, "big"))
+
+
+def generate(alg: str) -> PrivateKey:
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unsupported algorithm {alg!r}")
+
+
+def private_der(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_private(der: bytes) -> PrivateKey:
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(
+        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise ValueError("unsupported key type")
+    return key
+
+
+def public_jwk(key: PrivateKey, alg: str, kid: str) -> dict[str, Any]:
+    base = {"kid": kid, "alg": alg, "use": "sig"}
+    if isinstance(key, rsa.RSAPrivateKey):
+        nums = key.public_key().public_numbers()
+        return {"kty": "RSA", "n": _int_b64(nums.n), "e": _int_b64(nums.e), **base}
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        pub = key.public_key().public_numbers()
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _int_b64(pub.x, _P256_BYTES),
+            "y": _int_b64(pub.y, _P256_BYTES),
+            **base,
+        }
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), **base}
+
+
+def signer(key: PrivateKey) -> Callable[[bytes], bytes]:
+    if isinstance(key, rsa.RSAPrivateKey):
+        rsa_key = key
+        return lambda data: rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        ec_key = key
+
+        def sign_es256(data: bytes) -> bytes:
+            r, s = decode_dss_signature(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+
+        return sign_es256
+    ed_key = key
+    return ed_key.sign
+
+
+def verifier(public: PublicKey) -> Verifier:
+    """A ``(signing_input, signature) -> bool`` bound to one key; never raises on bad input."""
+    if isinstance(public, rsa.RSAPublicKey):
+        rsa_pub = public
+        pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+
+        def verify_rs256(data: bytes, sig: bytes) -> bool:
+            try:
+                rsa_pub.verify(sig, data, pkcs1, sha256)
+            except (InvalidSignature, ValueError):
+                return False
+            return True
+
+        return verify_rs256
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        ec_pub = public
+        ecdsa = ec.ECDSA(hashes.SHA256())
+
+        def verify_es256(data: bytes, sig: bytes) -> bool:
+            if len(sig) != 2 * _P256_BYTES:
+                return False
+            der = encode_dss_signature(
+                int.from_bytes(sig[:_P256_BYTES], "big"), int.from_bytes(sig[_P256_BYTES:], "big")
+            )
+            try:
+                ec_pub.verify(der, data, ecdsa)
+            except (InvalidSignature, ValueError):
+                return False
+            return True
+
+        return verify_es256
+    ed_pub = public
+
+    def verify_eddsa(data: bytes, sig: bytes) -> bool:
+        try:
+            ed_pub.verify(sig, data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    return verify_eddsa

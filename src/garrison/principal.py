@@ -1,0 +1,29 @@
+"""Who is asking: the one identity type every package reads (tokens, API keys, external IdPs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Via = Literal["jwt", "api_key", "external"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    sub: str
+    username: str
+    roles: frozenset[str]
+    tenant: str | None
+    via: Via
+    email: str | None = None
+    permissions: tuple[str, ...] = ()
+    session_id: str | None = None  # refresh family behind a JWT ("sid")
+    credential_id: str | None = None  # jti of the JWT, or the API key id
+    scopes: frozenset[str] | None = None  # API keys only: what the key may do
+    expires_at: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_platform(self) -> bool:
+        """A platform-scoped identity (created without a tenant)."""
+        return self.tenant is None

@@ -1,0 +1,106 @@
+"""Cache invalidation across replicas (A4): Redis pub/sub, or in-process only.
+
+A message is ``"<kind>:<id>"`` (``user:42``, ``family:ab12``, ``apikey:9``, ``keys:*``, ``policy:*``).
+Every replica subscribes; a lost connection drops every cache on reconnect (``reset``), so a message
+missed while disconnected can never leave a stale entry behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import redis
+import redis.asyncio as aioredis
+
+log = logging.getLogger("garrison.bus")
+
+Listener = Callable[[str, str], None]  # (kind, id); kind "reset" means drop everything
+
+
+class InvalidationBus:
+    """In-process bus; ``RedisBus`` adds fan-out to every replica."""
+
+    #: When False, caches must keep entries short (≤ 1 s): no message reaches other processes.
+    cross_process = False
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _deliver(self, kind: str, ident: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(kind, ident)
+            except Exception:
+                log.exception("invalidation listener failed")
+
+    def publish(self, kind: str, ident: str) -> None:
+        self._deliver(kind, ident)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class RedisBus(InvalidationBus):
+    cross_process = True
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__()
+        self.url = url
+        self.channel = f"{prefix}:invalidate"
+        self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def publish(self, kind: str, ident: str) -> None:
+        self._deliver(kind, ident)
+        try:
+            self._sync.publish(self.channel, f"{kind}:{ident}")
+        except redis.RedisError:
+            log.exception("could not publish invalidation %s:%s", kind, ident)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="garrison-bus")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._sync.close()
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self._deliver("reset", "*")
+                    self.connected.set()
+                    delay = 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        text = data.decode() if isinstance(data, bytes) else str(data)
+                        kind, _, ident = text.partition(":")
+                        self._deliver(kind, ident)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: caches may be stale, drop them
+                self.connected.clear()
+                self._deliver("reset", "*")
+                log.warning("invalidation bus disconnected (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                await client.aclose()
