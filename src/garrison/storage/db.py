@@ -42,7 +42,7 @@ class Database:
             parsed = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError:
             raise ConfigError(
-                [f"DATABASE_URL: not a database URL: {url.split('@')[-1]!r}"]
+                [f"DATABASE_URL: not a database URL: {url.rsplit('@', maxsplit=1)[-1]!r}"]
             ) from None
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
