@@ -25,6 +25,7 @@ from garrison.identity.sessions import SessionStore
 from garrison.identity.users import UserStore
 from garrison.keys.keyring import Keyring
 from garrison.keys.sealing import derive_key, new_secret
+from garrison.observability.metrics import Metrics
 from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
 from garrison.storage import migrate
 from garrison.storage.bus import InvalidationBus, RedisBus
@@ -50,6 +51,7 @@ class Services:
     api_keys: ApiKeyStore
     authenticator: Authenticator
     auth: AuthService
+    metrics: Metrics
 
     def close(self) -> None:
         self.db.dispose()
@@ -170,4 +172,5 @@ def build_services(
         api_keys=api_keys,
         authenticator=authenticator,
         auth=auth,
+        metrics=Metrics(),
     )
