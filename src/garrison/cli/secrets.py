@@ -19,4 +19,9 @@ def generate(
 ) -> None:
     """Print a fresh 256-bit value for every secret setting, as environment assignments."""
     values = {name: new_secret() for name in SECRET_SETTINGS}
-    emit(values, as_json, lambda: [out.print(f"{k}={v}") for k, v in values.items()] and None)
+
+    def human() -> None:
+        for name, value in values.items():
+            out.print(f"{name}={value}")
+
+    emit(values, as_json, human)

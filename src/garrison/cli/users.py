@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from typing import Annotated
 
@@ -21,8 +22,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _cli_actor() -> str:
-    import getpass
-
     try:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):

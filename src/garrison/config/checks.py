@@ -1,4 +1,4 @@
-"""Production refuses to start on weak or missing settings (C2, C3); each problem names its setting."""
+"""Production refuses to start on weak or missing settings (C2, C3), naming each setting."""
 
 from __future__ import annotations
 

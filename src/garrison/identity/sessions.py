@@ -1,7 +1,7 @@
 """Refresh tokens (A5): opaque, stored as SHA-256, rotated on each use, grouped in families.
 
-A refresh token is ``grt_`` + 256 random bits. Each use atomically marks the presented token used
-(``UPDATE ... WHERE used_at IS NULL``) and issues its successor in the same family. Presenting a token
+A refresh token is ``grt_`` + 256 random bits. Each use atomically marks the presented token
+used (``UPDATE ... WHERE used_at IS NULL``) and issues its successor in the same family. Presenting a token
 that was already used is reuse: somebody holds a copy, so the whole family (every token descended
 from that login, and the access tokens carrying its ``sid``) is revoked.
 """

@@ -21,7 +21,7 @@ class SealError(GarrisonError):
 
 
 def derive_key(secret: str, purpose: bytes) -> bytes:
-    """32 bytes for ``purpose`` from a configured secret (any encoding, >= 32 bytes in production)."""
+    """32 bytes for ``purpose`` from a configured secret (>= 32 bytes in production)."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"garrison-v1", info=purpose).derive(
         secret.encode()
     )

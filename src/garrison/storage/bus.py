@@ -48,6 +48,9 @@ class InvalidationBus:
     async def stop(self) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
 
 class RedisBus(InvalidationBus):
     cross_process = True
@@ -68,13 +71,17 @@ class RedisBus(InvalidationBus):
             log.exception("could not publish invalidation %s:%s", kind, ident)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="garrison-bus")
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="garrison-bus")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    def close(self) -> None:
         self._sync.close()
 
     async def _listen(self) -> None:
