@@ -196,6 +196,23 @@ def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient, make_u
     assert client.get("/auth/me", headers=bearer(second["access_token"])).status_code == 401
 
 
+@pytest.mark.req("A13")
+def test_refresh_is_throttled_per_ip(make_settings: MakeSettings) -> None:
+    svc = build_services(make_settings(GARRISON_REFRESH_MAX_PER_IP=3))
+    svc.users.create("alice", PASSWORD)
+    with TestClient(create_app(svc)) as client:
+        token = login(client, "alice")["refresh_token"]
+        codes = []
+        for _ in range(4):
+            response = client.post("/auth/refresh", json={"refresh_token": token})
+            codes.append(response.status_code)
+            if response.status_code == 200:
+                token = response.json()["refresh_token"]
+        assert codes == [200, 200, 200, 429]
+        assert int(response.headers["retry-after"]) >= 1
+    svc.close()
+
+
 @pytest.mark.req("A5")
 def test_logout_revokes_the_session(client: TestClient, make_user: MakeUser) -> None:
     make_user("alice")
