@@ -3,6 +3,7 @@ an in-process HTTP client, and users with known passwords."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,30 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> dict[s
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+_REQ_ID = re.compile(r"^[A-Z]\d{1,2}$")
+
+
+def _known_requirement_ids() -> set[str] | None:
+    """IDs defined in REQUIREMENTS.md (shared/ sits beside the checkout), if it can be found."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "REQUIREMENTS.md"
+        if candidate.is_file():
+            return set(re.findall(r"^\| ([A-Z]\d{1,2}) \|", candidate.read_text(), re.M))
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test names the requirement it proves, and only IDs that exist (REQUIREMENTS.md)."""
+    known = _known_requirement_ids()
+    problems = []
+    for item in items:
+        ids = [arg for mark in item.iter_markers("req") for arg in mark.args]
+        if not ids and not _REQ_ID.search(item.name):
+            problems.append(f"{item.nodeid}: no @pytest.mark.req(...)")
+        for req in ids:
+            if not _REQ_ID.match(req) or (known is not None and req not in known):
+                problems.append(f"{item.nodeid}: unknown requirement ID {req!r}")
+    if problems:
+        raise pytest.UsageError("requirement markers:\n  " + "\n  ".join(problems))

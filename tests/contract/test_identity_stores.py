@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
 
 from garrison.app import Services
 from garrison.errors import AuthenticationError, ConflictError, RefreshReuseError, ValidationError
@@ -32,7 +32,9 @@ def test_usernames_are_unique_case_insensitively(backend_services: Services) -> 
 
 
 @pytest.mark.req("A1", "E7")
-@pytest.mark.parametrize("name", ["", " ", "a b", "x" * 151, "-lead", "robert'); DROP TABLE users;--"])
+@pytest.mark.parametrize(
+    "name", ["", " ", "a b", "x" * 151, "-lead", "robert'); DROP TABLE users;--"]
+)
 def test_bad_usernames_are_refused(backend_services: Services, name: str) -> None:
     with pytest.raises(ValidationError):
         backend_services.users.create(name, PASSWORD)
@@ -62,7 +64,9 @@ def test_reused_refresh_token_revokes_the_whole_family(backend_services: Service
     first = backend_services.sessions.start(user.id, None)
     second = backend_services.sessions.rotate(first.refresh_token)
     with pytest.raises(RefreshReuseError):
-        backend_services.sessions.rotate(first.refresh_token)  # the thief, or the victim: either way
+        backend_services.sessions.rotate(
+            first.refresh_token
+        )  # the thief, or the victim: either way
     with pytest.raises(AuthenticationError):
         backend_services.sessions.rotate(second.refresh_token)  # the newest token dies too
     assert backend_services.sessions.is_revoked(first.family_id)
@@ -80,7 +84,9 @@ def test_other_families_survive_a_reuse(backend_services: Services) -> None:
 
 
 @pytest.mark.req("A5")
-@pytest.mark.parametrize("token", ["", "grt_", "grt_unknown", "x" * 500, "eyJhbGciOiJub25lIn0.e30."])
+@pytest.mark.parametrize(
+    "token", ["", "grt_", "grt_unknown", "x" * 500, "eyJhbGciOiJub25lIn0.e30."]
+)
 def test_unknown_refresh_tokens_are_refused(backend_services: Services, token: str) -> None:
     with pytest.raises(AuthenticationError):
         backend_services.sessions.rotate(token)

@@ -35,7 +35,9 @@ def test_file_variant_reads_the_secret_from_a_file(tmp_path: Path) -> None:
 def test_value_and_file_variant_together_is_refused(tmp_path: Path) -> None:
     (tmp_path / "k").write_text("x")
     with pytest.raises(ConfigError, match="GARRISON_KEYRING_KEY"):
-        load_settings({"GARRISON_KEYRING_KEY": "a", "GARRISON_KEYRING_KEY_FILE": str(tmp_path / "k")})
+        load_settings(
+            {"GARRISON_KEYRING_KEY": "a", "GARRISON_KEYRING_KEY_FILE": str(tmp_path / "k")}
+        )
 
 
 @pytest.mark.req("C1")
@@ -75,7 +77,9 @@ def test_invalid_values_are_all_reported_with_their_setting() -> None:
 
 
 @pytest.mark.req("C2")
-@pytest.mark.parametrize("weak", ["dev-token", "changeme", "admin/changeme", "secret", "short-but-random-9f8"])
+@pytest.mark.parametrize(
+    "weak", ["dev-token", "changeme", "admin/changeme", "secret", "short-but-random-9f8"]
+)
 def test_production_refuses_known_weak_or_short_secrets(weak: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(prod(SECRET_ENCRYPTION_KEY=weak))

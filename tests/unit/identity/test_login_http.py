@@ -88,7 +88,9 @@ def test_login_answers_the_contract(client: TestClient, make_user: MakeUser) -> 
 
 
 @pytest.mark.req("A13")
-def test_account_throttle_answers_429_with_retry_after(client: TestClient, make_user: MakeUser) -> None:
+def test_account_throttle_answers_429_with_retry_after(
+    client: TestClient, make_user: MakeUser
+) -> None:
     make_user("alice")
     codes = [_login(client, "alice", f"wrong-{i}") for i in range(5)]
     assert codes == [401] * 5
@@ -151,9 +153,7 @@ def test_login_throttle_is_shared_through_redis(two_replicas: list[Services]) ->
 
 @pytest.mark.req("A13")
 def test_redis_down_makes_login_fail_closed(make_settings: MakeSettings) -> None:
-    svc = build_services(
-        make_settings(REDIS_URL="redis://127.0.0.1:1/0", USE_REDIS_LIMITER=True)
-    )
+    svc = build_services(make_settings(REDIS_URL="redis://127.0.0.1:1/0", USE_REDIS_LIMITER=True))
     svc.users.create("alice", PASSWORD)
     with TestClient(create_app(svc)) as client:
         response = client.post("/auth/login", json={"username": "alice", "password": PASSWORD})
@@ -175,13 +175,17 @@ def test_failed_and_successful_logins_are_audited(
     _login(client, "alice", PASSWORD)
     with services.db.begin() as conn:
         rows = conn.execute(
-            sa.select(audit_log.c.action, audit_log.c.outcome).where(audit_log.c.action == "auth.login")
+            sa.select(audit_log.c.action, audit_log.c.outcome).where(
+                audit_log.c.action == "auth.login"
+            )
         ).all()
     assert [tuple(r) for r in rows] == [("auth.login", "failure"), ("auth.login", "success")]
 
 
 @pytest.mark.req("A5")
-def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient, make_user: MakeUser) -> None:
+def test_refresh_rotates_and_reuse_revokes_the_family(
+    client: TestClient, make_user: MakeUser
+) -> None:
     make_user("alice")
     first = login(client, "alice")
     second = client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]}).json()
@@ -192,7 +196,10 @@ def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient, make_u
     assert replay.status_code == 401
     assert replay.json()["type"].endswith("refresh_reuse")
     # the legitimate holder's newest tokens are dead as well
-    assert client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
+    assert (
+        client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code
+        == 401
+    )
     assert client.get("/auth/me", headers=bearer(second["access_token"])).status_code == 401
 
 
@@ -220,7 +227,10 @@ def test_logout_revokes_the_session(client: TestClient, make_user: MakeUser) -> 
     out = client.post("/auth/logout", headers=bearer(tokens["access_token"]))
     assert out.status_code == 204
     assert client.get("/auth/me", headers=bearer(tokens["access_token"])).status_code == 401
-    assert client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+        == 401
+    )
 
 
 @pytest.mark.req("A4")
@@ -271,7 +281,9 @@ def test_api_keys_over_http_scoped_and_never_admin(make_settings: MakeSettings) 
     with TestClient(create_app(svc)) as client:
         admin = bearer(login(client, "root")["access_token"])
         made = client.post(
-            "/admin/api-keys", headers=admin, json={"user": "root", "scopes": ["tickets:read"], "expires_in": "90d"}
+            "/admin/api-keys",
+            headers=admin,
+            json={"user": "root", "scopes": ["tickets:read"], "expires_in": "90d"},
         )
         assert made.status_code == 201
         key = made.json()["key"]
@@ -279,7 +291,9 @@ def test_api_keys_over_http_scoped_and_never_admin(make_settings: MakeSettings) 
         refused = client.get("/admin/users", headers=bearer(key))
         assert refused.status_code == 403
         assert refused.json()["reasons"] == ["admin requires a JWT"]
-        assert client.delete(f"/admin/api-keys/{made.json()['id']}", headers=admin).status_code == 204
+        assert (
+            client.delete(f"/admin/api-keys/{made.json()['id']}", headers=admin).status_code == 204
+        )
         assert client.get("/auth/me", headers=bearer(key)).status_code == 401
     svc.close()
 
@@ -296,7 +310,9 @@ def test_non_admins_cannot_reach_admin(client: TestClient, make_user: MakeUser) 
 
 @pytest.mark.req("A8")
 @pytest.mark.parametrize("param", ["access_token", "token", "api_key", "ACCESS_TOKEN"])
-def test_token_in_query_string_is_refused(client: TestClient, make_user: MakeUser, param: str) -> None:
+def test_token_in_query_string_is_refused(
+    client: TestClient, make_user: MakeUser, param: str
+) -> None:
     make_user("alice")
     token = login(client, "alice")["access_token"]
     response = client.get(f"/auth/me?{param}={token}")
@@ -325,7 +341,9 @@ def test_only_bearer_header_is_accepted(client: TestClient, header: str) -> None
         (b'{"username": "a", "password": "b", "admin": true}', "application/json", 422),
     ],
 )
-def test_bad_input_gets_problem_json(client: TestClient, body: bytes, ctype: str, status: int) -> None:
+def test_bad_input_gets_problem_json(
+    client: TestClient, body: bytes, ctype: str, status: int
+) -> None:
     response = client.post("/auth/login", content=body, headers={"Content-Type": ctype})
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"

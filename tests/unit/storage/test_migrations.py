@@ -52,7 +52,9 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
 
 
 @pytest.mark.req("O2")
-def test_production_never_migrates_by_itself(make_settings: MakeSettings, empty_database: str) -> None:
+def test_production_never_migrates_by_itself(
+    make_settings: MakeSettings, empty_database: str
+) -> None:
     settings = make_settings(DATABASE_URL=empty_database)
     production = Settings.model_validate({**settings.model_dump(), "env": "production"})
     with pytest.raises(ConfigError, match="garrison db upgrade"):
@@ -70,7 +72,9 @@ def test_cli_db_check_and_upgrade_exit_codes(tmp_path: Path) -> None:
     assert "pending migration" in pending.stderr
     upgraded = run_cli("db", "upgrade", "--json", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert json.loads(upgraded.stdout)["revision"] == "0001" or json.loads(upgraded.stdout)["applied"]
+    assert (
+        json.loads(upgraded.stdout)["revision"] == "0001" or json.loads(upgraded.stdout)["applied"]
+    )
     clean = run_cli("db", "check", "--json", env=env)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert json.loads(clean.stdout)["problems"] == []
