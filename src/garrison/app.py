@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import redis
+from pydantic import SecretStr
 
 from garrison.audit.event import AuditSink
 from garrison.audit.writer import AuditWriter
@@ -20,17 +22,26 @@ from garrison.config import Settings
 from garrison.errors import ConfigError
 from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.authn import Authenticator
+from garrison.identity.cookies import SessionCookies
+from garrison.identity.external import build_external_tokens
+from garrison.identity.jwks import FETCH_TIMEOUT
+from garrison.identity.oidc import OidcLogin, build_oidc_login
+from garrison.identity.provisioning import Provisioner
 from garrison.identity.service import AuthService, Throttle
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import UserStore
 from garrison.keys.keyring import Keyring
 from garrison.keys.sealing import derive_key, new_secret
 from garrison.observability.metrics import Metrics
+from garrison.observability.tracing import Tracing
+from garrison.policy import Authorizer
 from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
 from garrison.storage import migrate
 from garrison.storage.bus import InvalidationBus, RedisBus
 from garrison.storage.db import Database
+from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
+from garrison.vault import KeySet, Vault
 
 log = logging.getLogger("garrison")
 
@@ -51,10 +62,17 @@ class Services:
     api_keys: ApiKeyStore
     authenticator: Authenticator
     auth: AuthService
+    authorizer: Authorizer
+    vault: Vault
     metrics: Metrics
+    cookies: SessionCookies  # browser sessions and CSRF (A9)
+    oidc: OidcLogin  # OIDC login (A11)
+    tracing: Tracing | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT set (L9)
 
     def close(self) -> None:
+        self.oidc.close()
         self.db.dispose()
+        self.bus.close()
         if self.redis is not None:
             self.redis.close()
 
@@ -67,16 +85,37 @@ def data_dir(settings: Settings) -> Path:
 
 def keyring_secret(settings: Settings) -> str:
     """``GARRISON_KEYRING_KEY``, or in development a key file made once under the data dir."""
-    if settings.keyring_key is not None:
-        return settings.keyring_key.get_secret_value()
+    return configured_secret(settings, settings.keyring_key, "GARRISON_KEYRING_KEY", "keyring.key")
+
+
+def configured_secret(
+    settings: Settings, value: SecretStr | None, setting: str, dev_file: str
+) -> str:
+    """A secret setting's value, or in development a key file made once under the data dir."""
+    if value is not None:
+        return value.get_secret_value()
     if settings.production:
-        raise ConfigError(["GARRISON_KEYRING_KEY: missing"])
-    path = data_dir(settings) / "keyring.key"
+        raise ConfigError([f"{setting}: missing"])
+    path = data_dir(settings) / dev_file
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(new_secret())
     return path.read_text().strip()
+
+
+def vault_secret(settings: Settings) -> str:
+    """``SECRET_ENCRYPTION_KEY`` (V1), or in development a key file under the data dir."""
+    return configured_secret(
+        settings, settings.secret_encryption_key, "SECRET_ENCRYPTION_KEY", "vault.key"
+    )
+
+
+def session_secret(settings: Settings) -> str:
+    """``GARRISON_SESSION_SECRET`` (CSRF tokens, A9), or in development a key file."""
+    return configured_secret(
+        settings, settings.session_secret, "GARRISON_SESSION_SECRET", "session.key"
+    )
 
 
 def open_database(settings: Settings) -> Database:
@@ -91,13 +130,17 @@ def open_database(settings: Settings) -> Database:
 
 
 def prepare_schema(settings: Settings, db: Database) -> None:
-    """Development migrates on start; production refuses to run on a stale schema (O2)."""
+    """Development migrates on start; production refuses to run on a stale schema (O2), or as a
+    database role that row-level security does not bind (T4)."""
     if settings.production:
+        problems = runtime_role_problems(db)
         pending = migrate.pending_revisions(db)
         if pending:
-            raise ConfigError(
-                [f"DATABASE_URL: {len(pending)} pending migration(s); run `garrison db upgrade`"]
+            problems.append(
+                f"DATABASE_URL: {len(pending)} pending migration(s); run `garrison db upgrade`"
             )
+        if problems:
+            raise ConfigError(problems)
     else:
         migrate.upgrade(db)
 
@@ -120,7 +163,14 @@ def build_services(
         if settings.use_redis_limiter and client is not None
         else MemoryLimiter(clock)
     )
-    audit = AuditWriter(db, clock=clock, log_path=settings.audit_log_path)
+    metrics = Metrics()
+    audit = AuditWriter(
+        db,
+        clock=clock,
+        log_path=settings.audit_log_path,
+        on_backlog=metrics.set_audit_backlog,
+        on_written=metrics.audited,
+    )
     keyring = Keyring(
         db,
         derive_key(keyring_secret(settings), b"keyring"),
@@ -142,8 +192,16 @@ def build_services(
     sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
     api_keys = ApiKeyStore(db, bus, clock)
     authenticator = Authenticator(
-        codec, users, sessions, api_keys, bus, cache_ttl=settings.user_cache_ttl, clock=clock
+        codec,
+        users,
+        sessions,
+        api_keys,
+        bus,
+        cache_ttl=settings.user_cache_ttl,
+        clock=clock,
+        audit=audit,
     )
+    authorizer = Authorizer.from_settings(settings)
     auth = AuthService(
         users,
         sessions,
@@ -156,6 +214,15 @@ def build_services(
             window=settings.login_failure_window,
             refresh_per_ip=settings.refresh_max_per_ip,
         ),
+        permissions_for=authorizer.permissions_for,
+    )
+    idp_http = httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)  # IdP traffic only
+    provisioner = Provisioner(db, users, clock)
+    authenticator.external = build_external_tokens(
+        settings, idp_http, provisioner, lambda: keyring.verifiers, clock=clock
+    )
+    oidc = build_oidc_login(
+        settings, idp_http, client, provisioner, auth, limiter, audit, clock=clock
     )
     return Services(
         settings=settings,
@@ -172,5 +239,12 @@ def build_services(
         api_keys=api_keys,
         authenticator=authenticator,
         auth=auth,
-        metrics=Metrics(),
+        authorizer=authorizer,
+        vault=Vault(db, KeySet.from_settings(settings, vault_secret(settings)), clock),
+        metrics=metrics,
+        cookies=SessionCookies(
+            derive_key(session_secret(settings), b"csrf"), settings.session_samesite
+        ),
+        oidc=oidc,
+        tracing=Tracing.otlp(settings.otel_endpoint) if settings.otel_endpoint else None,
     )

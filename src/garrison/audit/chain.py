@@ -31,5 +31,5 @@ def canonical(value: Any) -> bytes:
 
 def record_hash(record: Mapping[str, Any], prev_hash: str) -> str:
     body = {name: record.get(name) for name in HASHED_FIELDS}
-    body["ts"] = repr(float(body["ts"]))  # exact float text, portable across databases
+    body["ts"] = repr(float(record["ts"]))  # exact float text, portable across databases
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()

@@ -8,11 +8,18 @@ from typing import Annotated
 
 import typer
 
+from garrison.cli import audit as audit_cmd
+from garrison.cli import backup as backup_cmd
 from garrison.cli import db as db_cmd
+from garrison.cli import doctor as doctor_cmd
+from garrison.cli import dbroles as dbroles_cmd
 from garrison.cli import keys as keys_cmd
+from garrison.cli import policy as policy_cmd
+from garrison.cli import privacy as privacy_cmd
 from garrison.cli import secrets as secrets_cmd
 from garrison.cli import serve as serve_cmd
 from garrison.cli import users as users_cmd
+from garrison.cli import vault as vault_cmd
 from garrison.cli.context import CliState
 
 app = typer.Typer(
@@ -41,10 +48,18 @@ def root(
 
 app.command("serve")(serve_cmd.serve)
 app.add_typer(users_cmd.app, name="users")
+users_cmd.app.command("export")(privacy_cmd.export)
+users_cmd.app.command("delete")(privacy_cmd.delete)
 app.add_typer(users_cmd.keys_app, name="api-keys")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(db_cmd.app, name="db")
+db_cmd.app.command("roles")(dbroles_cmd.roles)
+app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(vault_cmd.app, name="vault")
+app.command("doctor")(doctor_cmd.doctor_cmd)
 
 
 def main() -> None:

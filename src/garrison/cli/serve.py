@@ -10,6 +10,7 @@ import uvicorn
 
 from garrison.cli.context import state
 from garrison.cli.output import err, errors_as_exit
+from garrison.observability.logging import logging_config
 
 
 def serve(
@@ -44,6 +45,7 @@ def serve(
             port=port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            log_config=logging_config(settings.log_level),  # JSON lines with request ids (L9)
             proxy_headers=False,  # X-Forwarded-* are trusted only from GARRISON_TRUSTED_PROXIES
             server_header=False,
             access_log=False,

@@ -42,6 +42,8 @@ class ActionDef(_Frozen):
     required_roles: tuple[str, ...] = ()
     required_params: tuple[str, ...] = ()
     own_resources_only: bool = False
+    #: roles that may act on anyone's resources although the action is own-resources-only
+    owner_exempt_roles: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -52,8 +54,10 @@ class RouteDef(_Frozen):
     action: str
     methods: tuple[str, ...] = ()
     upstream: str | None = None
-    max_body_bytes: int | None = None
+    max_body_bytes: int | None = Field(None, ge=1)
     rate_limit_group: str | None = None
+    required_roles: tuple[str, ...] = ()  # any one of them (checked besides the policy)
+    strip_prefix: bool = False  # proxy: send ``/api/x`` as ``/x`` to the upstream
 
 
 class RateLimitDef(_Frozen):
@@ -66,11 +70,16 @@ class RateLimitDef(_Frozen):
 
 
 class OidcProviderDef(_Frozen):
+    """An OIDC provider for browser login (A11). The client secret is read from the environment
+    variable ``client_secret_env`` (or its ``_FILE``); none means a public client (PKCE only)."""
+
     issuer: str
     client_id: str
     client_secret_env: str = ""
     scopes: tuple[str, ...] = ("openid", "email")
-    redirect_uri: str = ""
+    redirect_uri: str = ""  # default: {GARRISON_ISSUER}/auth/oidc/{name}/callback
+    post_login_url: str = "/"  # where the browser goes once the session cookie is set
+    default_roles: tuple[str, ...] = ("user",)  # roles of a JIT-provisioned user
 
 
 class ExternalIdpDef(_Frozen):
@@ -80,9 +89,11 @@ class ExternalIdpDef(_Frozen):
     audience: str = ""
     hs256_secret_env: str = ""
     jwks_url: str = ""
-    role_claim: str = "role"
+    role_claim: str = "role"  # a dotted path (``app_metadata.roles``); a string or a list
     admin_roles: tuple[str, ...] = ()
     role_map: dict[str, str] = Field(default_factory=dict)
+    default_roles: tuple[str, ...] = ("user",)  # always granted to a verified identity
+    tenant_claim: str = ""  # claim naming the tenant; empty: platform-scoped identities
 
 
 class Settings(_Frozen):
@@ -115,6 +126,27 @@ class Settings(_Frozen):
     keyring_key: SecretStr | None = Field(None, alias="GARRISON_KEYRING_KEY")
     secret_encryption_key: SecretStr | None = Field(None, alias="SECRET_ENCRYPTION_KEY")
     session_secret: SecretStr | None = Field(None, alias="GARRISON_SESSION_SECRET")
+
+    # browser sessions and OIDC (A9, A11)
+    session_samesite: Literal["lax", "strict"] = Field("lax", alias="GARRISON_SESSION_SAMESITE")
+    oidc_state_ttl: int = Field(600, alias="GARRISON_OIDC_STATE_TTL", ge=30, le=3600)
+    oidc_max_per_ip: int = Field(30, alias="GARRISON_OIDC_MAX_PER_IP", ge=1)
+    oidc_window: int = Field(60, alias="GARRISON_OIDC_WINDOW", ge=1)
+    jwks_cache_ttl: int = Field(3600, alias="GARRISON_JWKS_CACHE_TTL", ge=10)
+    jwks_refetch_interval: int = Field(30, alias="GARRISON_JWKS_REFETCH_INTERVAL", ge=1)
+
+    # Supabase GoTrue shortcut for an external IdP (A10; seed 001's names)
+    supabase_jwt_secret: SecretStr | None = Field(None, alias="SUPABASE_JWT_SECRET")
+    supabase_jwt_aud: str = Field("authenticated", alias="SUPABASE_JWT_AUD")
+    supabase_admin_roles: str = Field("", alias="SUPABASE_ADMIN_ROLES")
+    supabase_jwt_issuer: str = Field("", alias="SUPABASE_JWT_ISSUER")
+    supabase_url: str = Field("", alias="SUPABASE_URL")
+    #: previous vault keys, comma-separated: still decrypt until `garrison vault rewrap` (V3)
+    secret_encryption_keys_old: SecretStr | None = Field(
+        None, alias="GARRISON_SECRET_ENCRYPTION_KEYS_OLD"
+    )
+    #: encrypts backups (O1); without it, a key derived from SECRET_ENCRYPTION_KEY
+    backup_key: SecretStr | None = Field(None, alias="GARRISON_BACKUP_KEY")
 
     # access rules
     require_jwt_for_admin: bool | None = Field(None, alias="REQUIRE_JWT_FOR_ADMIN")

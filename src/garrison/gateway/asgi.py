@@ -23,9 +23,19 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garrison.app import Services
+from garrison.audit.writer import AuditWriter
 from garrison.errors import GarrisonError
 from garrison.gateway.problem import problem_body, problem_response, simple_problem
 from garrison.gateway.routes import admin, auth, health, wellknown
+from garrison.gateway.stack import build_edge
+from garrison.gateway.routes import audit as audit_routes
+from garrison.gateway.routes import decide as decide_routes
+from garrison.gateway.routes import metrics as metrics_routes
+from garrison.gateway.routes import oidc as oidc_routes
+from garrison.gateway.routes import vault as vault_routes
+from garrison.observability.asgi import RequestObserver, count_fast_route
+from garrison.observability.logging import request_id_var
+from garrison.policy.watch import start_policy_watch
 
 log = logging.getLogger("garrison.gateway")
 
@@ -59,7 +69,17 @@ async def _unhandled(_request: Request, exc: Exception) -> Response:
 
 
 def app_routes() -> list[BaseRoute]:
-    return [*health.routes(), *wellknown.routes(), *auth.routes(), *admin.routes()]
+    return [
+        *health.routes(),
+        *wellknown.routes(),
+        *auth.routes(),
+        *oidc_routes.routes(),
+        *admin.routes(),
+        *audit_routes.routes(),
+        *metrics_routes.routes(),
+        *decide_routes.routes(),
+        *vault_routes.routes(),
+    ]
 
 
 def create_app(services: Services) -> ASGIApp:
@@ -67,10 +87,20 @@ def create_app(services: Services) -> ASGIApp:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(services.keyring.load)
         await services.bus.start()
+        writer = services.audit if isinstance(services.audit, AuditWriter) else None
+        if writer is not None:
+            writer.start()  # group commit from here on (L1)
+        stop_policy_watch = start_policy_watch(services.authorizer)  # SIGHUP / file change (Z3)
         try:
             yield
         finally:
+            stop_policy_watch()
+            await edge.aclose()  # API-key use records in flight, the proxy's connection pool
             await services.bus.stop()
+            if writer is not None:
+                await anyio.to_thread.run_sync(writer.stop)
+            if services.tracing is not None:
+                await anyio.to_thread.run_sync(services.tracing.shutdown)
 
     inner = Starlette(
         routes=app_routes(),
@@ -82,7 +112,10 @@ def create_app(services: Services) -> ASGIApp:
         lifespan=lifespan,
     )
     inner.state.services = services
-    return Front(services, inner)
+    edge = build_edge(services, inner)  # trusted proxies, HTTPS, headers, CORS, caps, proxy
+    front = Front(services, edge.app)
+    front.fast_routes["/verify"] = edge.verify
+    return front
 
 
 FastRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -91,9 +124,10 @@ FastRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Front:
     """Request id, credential-in-query refusal, and dispatch of the framework-free routes."""
 
-    def __init__(self, services: Services, app: Starlette) -> None:
+    def __init__(self, services: Services, app: ASGIApp) -> None:
         self.services = services
         self.app = app
+        self.observed = RequestObserver(app, services.metrics, services.tracing)
         self.fast_routes: dict[str, FastRoute] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,6 +136,7 @@ class Front:
             return
         request_id = _request_id(scope)
         scope["garrison.request_id"] = request_id
+        request_id_var.set(request_id)  # every log line of this request carries it (L9)
         query: bytes = scope.get("query_string", b"")
         if query and _QUERY_CREDENTIALS.search(query):
             await _send_problem(
@@ -115,7 +150,11 @@ class Front:
             return
         fast = self.fast_routes.get(scope["path"])
         if fast is not None:
-            await fast(scope, receive, send)
+            await fast(
+                scope,
+                receive,
+                count_fast_route(send, self.services.metrics, scope["path"], scope["method"]),
+            )
             return
 
         async def send_with_id(message: Any) -> None:
@@ -124,7 +163,7 @@ class Front:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        await self.observed(scope, receive, send_with_id)
 
 
 def _request_id(scope: Scope) -> str:
@@ -138,7 +177,7 @@ def _request_id(scope: Scope) -> str:
 
 
 async def _send_problem(
-    send: Send, status: int, title: str, detail: str, code: str, request_id: str
+    send: Send, status: int, title: str, detail: str, code: str, request_id: str, /
 ) -> None:
     body = problem_body(status, title, detail, code=code)
     await send(

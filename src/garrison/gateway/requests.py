@@ -12,8 +12,11 @@ from starlette.requests import Request
 
 from garrison.app import Services
 from garrison.errors import BadRequestError, ForbiddenError, ValidationError
+from garrison.gateway.authz import record_deny
+from garrison.gateway.session_cookies import check_cookie_request, session_credential
 from garrison.identity.service import Client
 from garrison.principal import Principal
+from garrison.tenancy import resolve_tenant
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,12 +71,45 @@ async def principal(request: Request) -> Principal:
     if isinstance(cached, Principal):
         return cached
     authn = services(request).authenticator
-    header = request.headers.get("authorization")
+    from_cookie = session_credential(request)  # only without an Authorization header (A9)
+    header = from_cookie or request.headers.get("authorization")
     found = authn.authenticate_cached(header)
     if found is None:
         found = await anyio.to_thread.run_sync(authn.authenticate, header)
+    if from_cookie is not None:
+        await check_cookie_request(request, services(request), found, client(request))
+    await _resolve_tenant(request, found)
     request.scope["garrison.principal"] = found
     return found
+
+
+#: Paths that never need X-Tenant-ID (T2): login, refresh, logout, health and discovery.
+TENANT_EXEMPT_PATHS = frozenset(
+    {"/auth/login", "/auth/refresh", "/auth/logout", "/healthz", "/readyz"}
+)
+
+
+async def _resolve_tenant(request: Request, who: Principal) -> None:
+    """Set ``garrison.tenant`` (the tenant the request acts in) or deny (T1, T2)."""
+    path = request.url.path
+    header = request.headers.get("x-tenant-id")
+    exempt = path in TENANT_EXEMPT_PATHS or path.startswith("/.well-known/")
+    svc = services(request)
+    try:
+        tenant = resolve_tenant(
+            who, header, required=svc.settings.tenant_header_required and not exempt
+        )
+    except ForbiddenError as exc:
+        await record_deny(svc, who, exc.reasons, client(request), tenant=who.tenant)
+        raise
+    request.scope["garrison.tenant"] = tenant
+
+
+async def acting_tenant(request: Request) -> str | None:
+    """The tenant the authenticated caller acts in (None: platform scope)."""
+    await principal(request)
+    tenant = request.scope.get("garrison.tenant")
+    return tenant if isinstance(tenant, str) else None
 
 
 async def admin(request: Request) -> Principal:
@@ -84,5 +120,7 @@ async def admin(request: Request) -> Principal:
             "API keys cannot reach admin endpoints", reasons=["admin requires a JWT"]
         )
     if "admin" not in who.roles:
-        raise ForbiddenError(reasons=["role mismatch: admin endpoints require admin"])
+        reasons = ["role mismatch: admin endpoints require admin"]
+        await record_deny(services(request), who, reasons, client(request), action="admin.api")
+        raise ForbiddenError(reasons=reasons)
     return who

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from garrison.audit.event import AuditEvent, AuditSink, Outcome
 from garrison.clock import Clock, system_clock
 from garrison.errors import AuthenticationError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import User, UserStore
+from garrison.observability.logging import request_id_var
 from garrison.principal import Principal
 from garrison.storage.bus import InvalidationBus
-from garrison.tokens.jwt import TokenCodec
+from garrison.tokens.jwt import TokenCodec, TokenError
+
+if TYPE_CHECKING:
+    from garrison.identity.external import ExternalTokens
 
 NO_CREDENTIALS = "missing bearer credentials"
 
@@ -68,11 +73,14 @@ class Authenticator:
         *,
         cache_ttl: float = 30.0,
         clock: Clock = system_clock,
+        audit: AuditSink | None = None,
     ) -> None:
         self.codec = codec
         self.users = users
         self.sessions = sessions
         self.api_keys = api_keys
+        self.audit = audit
+        self.external: ExternalTokens | None = None  # A10: set when external IdPs are configured
         ttl = cache_ttl if bus.cross_process else min(cache_ttl, 1.0)
         self._users = _TtlCache(ttl, clock)
         self._families = _TtlCache(ttl, clock)
@@ -81,8 +89,9 @@ class Authenticator:
         bus.subscribe(self._invalidate)
 
     def _invalidate(self, kind: str, ident: str) -> None:
-        if kind == "user":
+        if kind == "user":  # disabled, or every session revoked: its families' entries go too
             self._users.drop(ident)
+            self._families.data.clear()
             self._principals.data.clear()
         elif kind == "family":
             self._families.drop(ident)
@@ -105,7 +114,18 @@ class Authenticator:
         credential = bearer(authorization)
         if credential.startswith(API_KEY_PREFIX):
             return self._api_key(credential)
-        return self._jwt(credential)
+        try:
+            return self._jwt(credential)
+        except TokenError:  # not Garrison's: perhaps an external IdP's (A10)
+            if self.external is None or (idp := self.external.route(credential)) is None:
+                raise
+        principal, issued_at = self.external.authenticate(credential, idp)
+        status = self._user_status(principal.sub)
+        if not status.active:
+            raise AuthenticationError("account disabled or deleted", code="inactive_user")
+        if issued_at + 1 <= status.tokens_valid_after:
+            raise AuthenticationError("session revoked", code="session_revoked")
+        return principal
 
     def authenticate_cached(self, authorization: str | None) -> Principal | None:
         """The same answer when everything needed is cached (no I/O); None when it is not."""
@@ -113,7 +133,12 @@ class Authenticator:
         if credential.startswith(API_KEY_PREFIX):
             cached = self._keys.get(credential)
             return cached if isinstance(cached, Principal) else None
-        claims = self.codec.verify(credential)
+        try:
+            claims = self.codec.verify(credential)
+        except TokenError:
+            if self.external is not None and self.external.route(credential) is not None:
+                return None  # an external IdP's token: checked in a worker thread
+            raise
         status = self._users.get(claims["sub"])
         family = claims.get("sid")
         revoked = self._families.get(family) if family else False
@@ -167,9 +192,14 @@ class Authenticator:
                 self._keys.drop(presented)
                 raise AuthenticationError("invalid API key", code="invalid_api_key")
             return cached
-        key = self.api_keys.authenticate(presented)
+        try:
+            key = self.api_keys.authenticate(presented)
+        except AuthenticationError:
+            self._audit_key("failure", None, None, {}, "invalid API key")
+            raise
         status = self._user_status(key.user_id)
         if not status.active or status.user is None:
+            self._audit_key("failure", key.user_id, key.tenant, {"key_id": key.id}, "inactive")
             raise AuthenticationError("invalid API key", code="invalid_api_key")
         user = status.user
         principal = Principal(
@@ -184,7 +214,25 @@ class Authenticator:
             expires_at=key.expires_at,
         )
         self._keys.put(presented, principal)
+        self._audit_key("success", user.id, principal.tenant, {"key_id": key.id}, None)
         return principal
+
+    def _audit_key(
+        self, outcome: Outcome, actor: str | None, tenant: str | None, details: Any, reason: Any
+    ) -> None:
+        """API key use (L2): recorded when a key is looked up, i.e. once per cache window."""
+        if self.audit is not None:
+            self.audit.record_sync(
+                AuditEvent(
+                    action="auth.api_key",
+                    outcome=outcome,
+                    actor=actor,
+                    tenant=tenant,
+                    reason=reason,
+                    details=details,
+                    request_id=request_id_var.get(),
+                )
+            )
 
 
 def bearer(authorization: str | None) -> str:

@@ -1,7 +1,7 @@
 """Login, refresh and logout (A1, A5, A13): the flows, their throttles and their audit records.
 
-Failures look alike whether or not the account exists: the same error, and an argon2 verify either
-way. The throttle counts only failures, per account and per IP; when either is exhausted the answer is
+Failures look alike whether or not the account exists: the same error, and an argon2 verify
+either way. The throttle counts only failures, per account and per IP; when either is exhausted the answer is
 429 with the seconds until its window ends. A limiter that cannot be reached fails closed (503).
 """
 

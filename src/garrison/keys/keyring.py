@@ -4,11 +4,15 @@ Keys live in the database (shared by every replica), private halves sealed with 
 ``GARRISON_KEYRING_KEY``. A normal rotation *retires* the old key: it stops signing but verifies until
 the longest access token it signed has expired. An emergency rotation *revokes* every older key at
 once: its tokens fail everywhere as soon as replicas reload (pub/sub ``keys``; unknown ``kid`` reloads
-are rate-limited so a forged ``kid`` cannot force database reads).
+are rate-limited so a forged ``kid`` cannot force database reads). Without a cross-process bus (or
+when a message is lost) every replica also re-reads the key rows every ``refresh_interval`` seconds,
+so a ``garrison keys rotate --emergency`` run from another process takes effect within that bound.
+Key objects are loaded once per ``kid`` and reused, so a re-read costs one small SELECT.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from dataclasses import dataclass
@@ -22,8 +26,12 @@ from garrison.keys.sealing import seal, unseal
 from garrison.storage.db import Database
 from garrison.storage.schema import signing_keys
 
+log = logging.getLogger("garrison.keys")
+
 DAY = 86400.0
 _RELOAD_MIN_INTERVAL = 2.0
+#: PostgreSQL advisory lock taken by every keyring write (first key, rotation): one at a time.
+_ADVISORY_LOCK = 7011
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,7 @@ class Keyring:
         alg: str = "RS256",
         verify_window: float = 900.0,
         rotate_days: int = 90,
+        refresh_interval: float = 1.0,
         clock: Clock = system_clock,
     ) -> None:
         self.db = db
@@ -61,6 +70,7 @@ class Keyring:
         self.alg = alg
         self.verify_window = verify_window  # how long a retired key keeps verifying
         self.rotate_days = rotate_days
+        self.refresh_interval = refresh_interval
         self.clock = clock
         self._lock = threading.Lock()
         self._signer: _Signer | None = None
@@ -68,6 +78,8 @@ class Keyring:
         self.verifiers: dict[str, tuple[str, algorithms.Verifier]] = {}
         self._jwks: dict[str, Any] = {"keys": []}
         self._last_reload = 0.0
+        #: kid -> (verify, sign): unsealing and parsing a key is done once per kid, not per reload
+        self._loaded: dict[str, tuple[algorithms.Verifier, Any]] = {}
 
     # -- loading -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -93,15 +105,43 @@ class Keyring:
                 continue
             if row.retired_at is not None and row.retired_at + self.verify_window < now:
                 continue
-            key = algorithms.load_private(unseal(self.kek, row.private_key, row.kid.encode()))
-            verifiers[row.kid] = (row.alg, algorithms.verifier(key.public_key()))
+            verify, sign = self._key_functions(row)
+            verifiers[row.kid] = (row.alg, verify)
             jwks.append(dict(row.public_jwk))
             if row.retired_at is None:
-                signer = _Signer(row.kid, row.alg, algorithms.signer(key))
+                signer = _Signer(row.kid, row.alg, sign)
+        self._loaded = {kid: self._loaded[kid] for kid in verifiers}  # revoked ones are forgotten
         self.verifiers = verifiers
         self._jwks = {"keys": jwks[::-1]}  # newest first
         self._signer = signer
         self._last_reload = now
+
+    def _key_functions(self, row: sa.Row[Any]) -> tuple[algorithms.Verifier, Any]:
+        loaded = self._loaded.get(row.kid)
+        if loaded is None:
+            key = algorithms.load_private(unseal(self.kek, row.private_key, row.kid.encode()))
+            loaded = (algorithms.verifier(key.public_key()), algorithms.signer(key))
+            self._loaded[row.kid] = loaded
+        return loaded
+
+    def refresh_if_stale(self) -> None:
+        """Re-read the key rows when the last read is older than ``refresh_interval``.
+
+        Called on every verify, so it is one comparison when fresh. Never blocks behind another
+        thread's reload, and a database error keeps the keys already loaded (logged): an outage
+        must not turn every valid token into a 401 or a 500.
+        """
+        if self.clock() - self._last_reload < self.refresh_interval or self._signer is None:
+            return
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._last_reload = self.clock()
+            self._install(self._rows())
+        except Exception:
+            log.warning("could not re-read signing keys; keeping the loaded ones", exc_info=True)
+        finally:
+            self._lock.release()
 
     def maybe_reload(self) -> bool:
         """Reload after an unknown ``kid``, at most once every couple of seconds."""
@@ -128,7 +168,8 @@ class Keyring:
         """Make a new signing key; retire (or, in an emergency, revoke) every older one."""
         with self._lock:
             now = self.clock()
-            with self.db.begin() as conn:
+            with self.db.begin(immediate=True) as conn:
+                self._serialise(conn)
                 column = signing_keys.c.revoked_at if emergency else signing_keys.c.retired_at
                 stmt = sa.update(signing_keys).where(column.is_(None)).values({column.name: now})
                 if not emergency:
@@ -146,8 +187,7 @@ class Keyring:
 
     def _create(self, *, rows_exist: bool) -> None:
         with self.db.begin(immediate=True) as conn:
-            if self.db.is_postgres:  # two replicas starting at once make one key, not two
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7011)"))
+            self._serialise(conn)  # two replicas starting at once make one key, not two
             live = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(signing_keys)
@@ -155,6 +195,11 @@ class Keyring:
             ).scalar_one()
             if not live:
                 self._insert(conn, self.alg, self.clock())
+
+    def _serialise(self, conn: sa.Connection) -> None:
+        """On PostgreSQL, one keyring write at a time (SQLite's ``BEGIN IMMEDIATE`` does this)."""
+        if self.db.is_postgres:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK})
 
     def _insert(self, conn: sa.Connection, alg: str, now: float) -> str:
         kid = f"{alg.lower()}-{int(now)}-{secrets.token_hex(4)}"

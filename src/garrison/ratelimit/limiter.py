@@ -1,8 +1,10 @@
 """Fixed-window counters: in memory for one node, in Redis (one atomic Lua call) across replicas.
 
 ``hit`` counts and decides in one step; ``peek`` decides without counting (the login throttle counts
-only failures, A13). A Redis error raises ``UnavailableError``: the caller chooses to fail closed
-(auth endpoints) or open (a setting), never silently.
+only failures, A13); ``take`` grants up to N units of a window's budget at once, never more than
+what is left, so a node can spend a lease locally (``ratelimit.lease``) while the shared window still
+never admits more than its limit. A Redis error raises ``UnavailableError``: the caller chooses to
+fail closed (auth endpoints) or open (a setting), never silently.
 """
 
 from __future__ import annotations
@@ -30,8 +32,19 @@ class Decision:
         return max(0, self.limit - self.count)
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What ``take`` handed out: ``granted`` units (0..want) of a window that ends in ``ttl`` s."""
+
+    granted: int
+    count: int  # the window's count after the grant
+    ttl: float
+
+
 class Limiter(Protocol):
     def hit(self, key: str, limit: int, window: int, cost: int = 1) -> Decision: ...
+
+    def take(self, key: str, want: int, limit: int, window: int) -> Grant: ...
 
     def peek(self, key: str, limit: int, window: int) -> Decision: ...
 
@@ -74,6 +87,15 @@ class MemoryLimiter:
                 self._sweep(now)
         return _decide(count, limit, reset_at - now)
 
+    def take(self, key: str, want: int, limit: int, window: int) -> Grant:
+        now = self._clock()
+        with self._lock:
+            entry = self._current(key, now)
+            count, reset_at = entry if entry else (0, now + window)
+            granted = max(0, min(want, limit - count))
+            self._windows[key] = (count + granted, reset_at)
+        return Grant(granted, count + granted, reset_at - now)
+
     def peek(self, key: str, limit: int, window: int) -> Decision:
         now = self._clock()
         with self._lock:
@@ -103,11 +125,38 @@ return {c, ttl}
 """
 
 
+# Grant min(want, limit - count) units and count them, in one atomic step; the window starts on the
+# first grant. Returns {granted, count, ttl_ms}.
+_TAKE = """
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+local g = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - c)
+if g < 0 then g = 0 end
+if g > 0 then c = redis.call('INCRBY', KEYS[1], g) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 and c > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  ttl = tonumber(ARGV[3])
+end
+if ttl < 0 then ttl = tonumber(ARGV[3]) end
+return {g, c, ttl}
+"""
+
+
 class RedisLimiter:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = f"{prefix}:rl:"
         self._hit = client.register_script(_HIT)
+        self._take = client.register_script(_TAKE)
+
+    def take(self, key: str, want: int, limit: int, window: int) -> Grant:
+        try:
+            granted, count, ttl_ms = self._take(
+                keys=[self._prefix + key], args=[want, limit, window * 1000]
+            )
+        except redis.RedisError as exc:
+            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+        return Grant(int(granted), int(count), int(ttl_ms) / 1000)
 
     def hit(self, key: str, limit: int, window: int, cost: int = 1) -> Decision:
         try:

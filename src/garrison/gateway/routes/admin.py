@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from garrison.app import Services
 from garrison.audit.event import AuditEvent
-from garrison.errors import ForbiddenError, NotFoundError
-from garrison.gateway.requests import admin, client, parse_body, services
+from garrison.errors import ForbiddenError
+from garrison.gateway.authz import record_deny
+from garrison.gateway.requests import acting_tenant, admin, client, parse_body, services
 from garrison.identity.apikeys import parse_duration
 from garrison.identity.users import User, validate_tenant
 from garrison.principal import Principal
-
-TENANT_MISMATCH = "tenant mismatch"
+from garrison.tenancy import TENANT_MISMATCH, same_tenant
 
 
 class _Body(BaseModel):
@@ -44,22 +45,24 @@ class CreateApiKey(_Body):
 
 
 class RotateKeys(_Body):
-    emergency: bool = False
+    #: strict: ``"yes"`` or ``1`` must not trigger (or ``"no"`` silently skip) an emergency rotation
+    emergency: StrictBool = False
 
 
-def _scope_tenant(who: Principal, request: Request) -> str | None:
-    """The tenant an admin acts in: its own, or for a platform admin the ``X-Tenant-ID`` it names."""
-    header = request.headers.get("x-tenant-id") or None
-    if who.tenant is not None:
-        if header is not None and header != who.tenant:
-            raise ForbiddenError(reasons=[TENANT_MISMATCH])
-        return who.tenant
-    return validate_tenant(header)
+async def _scope_tenant(request: Request) -> str | None:
+    """The tenant an admin acts in (T1): its own, or for a platform admin the X-Tenant-ID it
+    names; None is platform scope. ``gateway.requests.principal`` resolved it already."""
+    return await acting_tenant(request)
 
 
-def _check_same_tenant(who: Principal, target_tenant: str | None) -> None:
-    if who.tenant is not None and target_tenant != who.tenant:
-        raise ForbiddenError(reasons=[TENANT_MISMATCH])
+async def _check_same_tenant(request: Request, who: Principal, target: str | None) -> None:
+    """An admin reaches only records of the tenant it acts in; platform records only in platform
+    scope (T3). A platform admin names the tenant with X-Tenant-ID to act in it."""
+    acting = await _scope_tenant(request)
+    if not same_tenant(acting, target):
+        reasons = [TENANT_MISMATCH]
+        await record_deny(services(request), who, reasons, client(request), tenant=acting)
+        raise ForbiddenError("the record belongs to another tenant", reasons=reasons)
 
 
 async def _audit(request: Request, who: Principal, action: str, **details: Any) -> None:
@@ -69,7 +72,7 @@ async def _audit(request: Request, who: Principal, action: str, **details: Any) 
             action=action,
             outcome="success",
             actor=who.sub,
-            tenant=who.tenant,
+            tenant=await _scope_tenant(request),
             ip=c.ip,
             user_agent=c.user_agent,
             request_id=c.request_id,
@@ -79,8 +82,8 @@ async def _audit(request: Request, who: Principal, action: str, **details: Any) 
 
 
 async def list_users(request: Request) -> JSONResponse:
-    who = await admin(request)
-    tenant = _scope_tenant(who, request)
+    await admin(request)
+    tenant = await _scope_tenant(request)
     found = await anyio.to_thread.run_sync(services(request).users.list, tenant)
     return JSONResponse({"users": [u.public() for u in found]})
 
@@ -88,8 +91,10 @@ async def list_users(request: Request) -> JSONResponse:
 async def create_user(request: Request) -> JSONResponse:
     who = await admin(request)
     body = await parse_body(request, CreateUser)
-    tenant = validate_tenant(body.tenant) if body.tenant else _scope_tenant(who, request)
-    _check_same_tenant(who, tenant)
+    acting = await _scope_tenant(request)
+    tenant = validate_tenant(body.tenant) if body.tenant else acting
+    if who.tenant is not None or acting is not None:  # platform scope may name any tenant
+        await _check_same_tenant(request, who, tenant)
     users = services(request).users
 
     def create() -> User:
@@ -105,8 +110,7 @@ async def create_user(request: Request) -> JSONResponse:
 async def _target(request: Request, who: Principal) -> User:
     users = services(request).users
     user = await anyio.to_thread.run_sync(users.get, request.path_params["user_id"])
-    if who.tenant is not None and user.tenant != who.tenant:
-        raise NotFoundError("no such user")  # do not reveal other tenants' users
+    await _check_same_tenant(request, who, user.tenant)
     return user
 
 
@@ -135,7 +139,7 @@ async def create_api_key(request: Request) -> JSONResponse:
     body = await parse_body(request, CreateApiKey)
     svc = services(request)
     owner = await anyio.to_thread.run_sync(svc.users.resolve, body.user)
-    _check_same_tenant(who, owner.tenant)
+    await _check_same_tenant(request, who, owner.tenant)
     expires = parse_duration(body.expires_in) if body.expires_in else None
 
     def create() -> tuple[str, Any]:
@@ -152,8 +156,7 @@ async def delete_api_key(request: Request) -> Response:
     who = await admin(request)
     svc = services(request)
     key = await anyio.to_thread.run_sync(svc.api_keys.get, request.path_params["key_id"])
-    if who.tenant is not None and key.tenant != who.tenant:
-        raise NotFoundError("no such API key")
+    await _check_same_tenant(request, who, key.tenant)
     await anyio.to_thread.run_sync(svc.api_keys.revoke, key.id)
     await _audit(request, who, "admin.api_key.revoke", key_id=key.id)
     return Response(status_code=204)
@@ -168,13 +171,14 @@ async def rotate_keys(request: Request) -> JSONResponse:
     kid = await anyio.to_thread.run_sync(lambda: svc.keyring.rotate(emergency=body.emergency))
     svc.bus.publish("keys", kid)
     await _audit(request, who, "admin.keys.rotate", kid=kid, emergency=body.emergency)
-    return JSONResponse({"kid": kid, "emergency": body.emergency, "keys": _key_list(request)})
+    keys = await anyio.to_thread.run_sync(_key_list, svc)  # a database read: off the event loop
+    return JSONResponse({"kid": kid, "emergency": body.emergency, "keys": keys})
 
 
-def _key_list(request: Request) -> list[dict[str, Any]]:
+def _key_list(svc: Services) -> list[dict[str, Any]]:
     return [
         {"kid": k.kid, "alg": k.alg, "status": k.status, "created_at": k.created_at}
-        for k in services(request).keyring.list()
+        for k in svc.keyring.list()
     ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -9,6 +11,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from garrison.gateway.requests import client, parse_body, principal, services
+from garrison.gateway.session_cookies import (
+    by_cookie,
+    check_origin,
+    cookie_refresh_token,
+    cookie_session_response,
+    has_session_cookies,
+    with_cookies,
+)
+from garrison.identity.cookies import SessionCookies
 
 
 class _Body(BaseModel):
@@ -18,6 +29,7 @@ class _Body(BaseModel):
 class LoginBody(_Body):
     username: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
+    session: Literal["token", "cookie"] = "token"  # "cookie": a browser session (A9)
 
 
 class RefreshBody(_Body):
@@ -34,15 +46,23 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def login(request: Request) -> JSONResponse:
     body = await parse_body(request, LoginBody)
     svc = services(request)
+    if body.session == "cookie":
+        check_origin(request, svc.settings.issuer)  # no login CSRF from another site
     pair = await anyio.to_thread.run_sync(
         svc.auth.login, body.username, body.password, client(request)
     )
+    if body.session == "cookie":
+        return cookie_session_response(svc, pair)
     return JSONResponse(pair.body(), headers=_NO_STORE)
 
 
 async def refresh(request: Request) -> JSONResponse:
-    body = await parse_body(request, RefreshBody)
     svc = services(request)
+    if not (await request.body()).strip() and has_session_cookies(request):
+        token = await cookie_refresh_token(request, svc, client(request))  # CSRF-checked (A9)
+        pair = await anyio.to_thread.run_sync(svc.auth.refresh, token, client(request))
+        return cookie_session_response(svc, pair)
+    body = await parse_body(request, RefreshBody)
     pair = await anyio.to_thread.run_sync(svc.auth.refresh, body.refresh_token, client(request))
     return JSONResponse(pair.body(), headers=_NO_STORE)
 
@@ -54,6 +74,8 @@ async def logout(request: Request) -> Response:
     await anyio.to_thread.run_sync(
         svc.auth.logout, who.session_id, body.refresh_token, who.sub, client(request)
     )
+    if by_cookie(request):  # a Bearer logout leaves the browser's own session alone
+        return with_cookies(Response(status_code=204), SessionCookies.clear())
     return Response(status_code=204)
 
 

@@ -1,0 +1,376 @@
+"""Forward-auth throughput and cost: ``/verify`` against floors measured in the same run (E8).
+
+    uv run python bench/bench_verify.py [--duration 8] [--connections 64] [--tokens 20000]
+
+Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk nginx``). Five runs, one server
+process each (uvicorn, one worker, the options ``garrison serve`` uses):
+
+  bare          a no-op ASGI app on the same server stack                    (floor)
+  verify        /verify, every check on (JWT, user status, tenant, policy, limiter), one token reused
+  verify-new    /verify with a new token each request (a wrk Lua script cycles a pre-issued list)
+  nginx-noop    nginx auth_request to the no-op app, then a static file       (floor)
+  nginx-verify  nginx auth_request to Garrison's /verify, then a static file
+
+For each: req/s, p50/p99 latency, the server's CPU time per request (utime+stime of the server
+process from /proc, before and after: wrk shares the two cores, so wall time is not CPU time), and
+ratios to the floors. Last, /verify at half its peak rate (wrk's ``delay()``) for the p99 goal.
+Goals: verify <= 2x the bare CPU/request and >= 60 % of its req/s; nginx-verify >= 75 % of
+nginx-noop; p99 < 10 ms at half the peak rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROUTE_TOML = """
+[[routes]]
+prefix = "/api/tickets"
+action = "ticket.comment"
+"""
+BARE_APP = textwrap.dedent(
+    """
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]),
+                log_level="warning", access_log=False, server_header=False, proxy_headers=False)
+    """
+)
+CYCLE_LUA = """
+local tokens = {}
+for line in io.lines("%(path)s") do tokens[#tokens + 1] = line end
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("offset", counter)
+end
+function init(args)
+  i = math.floor((tonumber(offset) or 1) * #tokens / 3)
+end
+function request()
+  i = i + 1
+  local t = tokens[(i %% #tokens) + 1]
+  return wrk.format("GET", "/verify", {
+    ["Authorization"] = "Bearer " .. t,
+    ["X-Original-Method"] = "POST",
+    ["X-Original-URI"] = "/api/tickets/7",
+  })
+end
+"""
+DELAY_LUA = """
+function delay()
+  return %(ms).3f
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its reaped children (/proc/<pid>/stat fields 14-17)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / TICK
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[int]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited:\n{log.read_text(errors='replace')}")
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(health, timeout=1)
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float  # server CPU per request
+    non_2xx: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(
+    name: str,
+    url: str,
+    server_pid: int,
+    args: argparse.Namespace,
+    *,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+    connections: int | None = None,
+) -> Result:
+    cmd = ["wrk", "-t2", f"-c{connections or args.connections}", f"-d{args.duration}s", "--latency"]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}: {value}"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)  # warm-up
+    before = cpu_seconds(server_pid)
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    used = cpu_seconds(server_pid) - before
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return Result(
+        name,
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        _ms(latency["50"]),
+        _ms(latency["99"]),
+        used / max(total, 1) * 1e6,
+        int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path tmp;
+    proxy_temp_path tmp;
+    fastcgi_temp_path tmp;
+    uwsgi_temp_path tmp;
+    scgi_temp_path tmp;
+    upstream auth { server 127.0.0.1:%(auth_port)d; keepalive 64; }
+    server {
+        listen 127.0.0.1:%(port)d;
+        root %(root)s;
+        location = /_auth {
+            internal;
+            proxy_pass http://auth/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }
+        location / {
+            auth_request /_auth;
+            auth_request_set $user $upstream_http_x_auth_user;
+            add_header X-User $user;
+            try_files /ok.txt =404;
+        }
+    }
+}
+"""
+
+
+@contextlib.contextmanager
+def nginx_in_front(auth_port: int, work: Path) -> Iterator[tuple[str, int]]:
+    prefix = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    prefix.chmod(0o755)
+    (prefix / "tmp").mkdir()
+    (prefix / "www").mkdir()
+    (prefix / "www" / "ok.txt").write_text("ok")
+    for path in (prefix / "www", prefix / "www" / "ok.txt"):
+        path.chmod(0o755)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF % {"auth_port": auth_port, "port": port, "root": prefix / "www"})
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with process(
+            [binary, "-p", str(prefix), "-c", str(conf)],
+            dict(os.environ),
+            f"{url}/x",
+            work / f"nginx-{port}.log",
+        ) as pid:
+            yield url, pid
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def prepare(work: Path, count: int) -> tuple[dict[str, str], str, Path]:
+    """A data dir with a support user; one token for reuse and ``count`` fresh ones in a file."""
+    from garrison.app import build_services
+    from garrison.config import load_settings
+    from garrison.identity.service import Client
+
+    (work / "garrison.toml").write_text(ROUTE_TOML)
+    env = {
+        **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}},
+        "GARRISON_DATA_DIR": str(work / "data"),
+        "GARRISON_DOTENV": "/nonexistent",
+        "GARRISON_CONFIG": str(work / "garrison.toml"),
+        "GARRISON_TRUSTED_PROXIES": "127.0.0.1/32",
+        "GARRISON_RATE_LIMIT_PER_WINDOW": "1000000000",
+        "GARRISON_LOG_LEVEL": "warning",
+    }
+    services = build_services(load_settings(env))
+    services.keyring.load()
+    services.users.create("bench", "bench password that is long enough", roles=("support",))
+    pair = services.auth.login(
+        "bench", "bench password that is long enough", Client(ip="127.0.0.1")
+    )
+    claims = {
+        k: v for k, v in pair.claims.items() if k not in {"iss", "aud", "iat", "nbf", "exp", "jti"}
+    }
+    tokens = work / "tokens.txt"
+    with tokens.open("w") as fh:
+        for _ in range(count):
+            fh.write(services.codec.issue(claims)[0] + "\n")
+    services.close()
+    return env, pair.access_token, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=20000)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            sys.exit(f"{tool} is not installed: apt-get install -y {tool}")
+    work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    try:
+        run(work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, args: argparse.Namespace) -> None:
+    print(f"issuing {args.tokens} tokens ...", file=sys.stderr)
+    env, token, token_file = prepare(work, args.tokens)
+    verify_headers = {
+        "Authorization": f"Bearer {token}",
+        "X-Original-Method": "POST",
+        "X-Original-URI": "/api/tickets/7",
+    }
+    cycle = work / "cycle.lua"
+    cycle.write_text(CYCLE_LUA % {"path": token_file})
+    results: dict[str, Result] = {}
+
+    bare_port = free_port()
+    bare_url = f"http://127.0.0.1:{bare_port}"
+    with process(
+        [sys.executable, "-c", BARE_APP, str(bare_port)], env, bare_url, work / "bare.log"
+    ) as pid:
+        results["bare"] = wrk("bare", f"{bare_url}/", pid, args)
+        with nginx_in_front(bare_port, work) as (url, _):
+            results["nginx-noop"] = wrk("nginx-noop", f"{url}/api/tickets/7", pid, args)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = [sys.executable, "-m", "garrison", "serve", "--port", str(port)]
+    with process(serve, env, f"{url}/healthz", work / "garrison.log") as pid:
+        results["verify"] = wrk("verify", f"{url}/verify", pid, args, headers=verify_headers)
+        results["verify-new"] = wrk("verify-new", f"{url}/verify", pid, args, script=cycle)
+        with nginx_in_front(port, work) as (front, _):
+            results["nginx-verify"] = wrk(
+                "nginx-verify",
+                f"{front}/api/tickets/7",
+                pid,
+                args,
+                headers={"Authorization": verify_headers["Authorization"]},
+            )
+        half = results["verify"].rps / 2
+        conns = 16
+        delay = work / "delay.lua"
+        delay.write_text(DELAY_LUA % {"ms": conns * 1000 / half})
+        paced = wrk(
+            "verify@half",
+            f"{url}/verify",
+            pid,
+            args,
+            headers=verify_headers,
+            script=delay,
+            connections=conns,
+        )
+    report(results, paced, args)
+
+
+def report(results: dict[str, Result], paced: Result, args: argparse.Namespace) -> None:
+    bare, noop = results["bare"], results["nginx-noop"]
+    floors = {
+        "bare": bare,
+        "verify": bare,
+        "verify-new": bare,
+        "nginx-noop": noop,
+        "nginx-verify": noop,
+    }
+    print(
+        f"\nwrk -t2 -c{args.connections} -d{args.duration}s on {os.cpu_count()} CPUs (wrk shares them)\n"
+    )
+    head = f"{'run':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'non-2xx':>9}{'floor':>12}{'req/s x':>9}{'CPU x':>8}"
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        floor = floors[name]
+        print(
+            f"{name:<14}{r.rps:>9.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.cpu_us:>12.1f}{r.non_2xx:>9}"
+            f"{floor.name:>12}{r.rps / floor.rps:>9.2f}{r.cpu_us / floor.cpu_us:>8.2f}"
+        )
+    print(
+        f"{'verify@half':<14}{paced.rps:>9.0f}{paced.p50_ms:>9.2f}{paced.p99_ms:>9.2f}{paced.cpu_us:>12.1f}{paced.non_2xx:>9}"
+    )
+    verify = results["verify"]
+    print("\ngoals:")
+    print(f"  verify CPU/request <= 2x bare:        {verify.cpu_us / bare.cpu_us:.2f}x")
+    print(f"  verify req/s >= 60% of bare:          {verify.rps / bare.rps:.0%}")
+    print(f"  nginx-verify >= 75% of nginx-noop:    {results['nginx-verify'].rps / noop.rps:.0%}")
+    print(f"  p99 < 10 ms at half the peak rate:    {paced.p99_ms:.2f} ms at {paced.rps:.0f} req/s")
+
+
+if __name__ == "__main__":
+    main()

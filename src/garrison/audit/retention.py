@@ -1,0 +1,57 @@
+"""Retention (L5, V5): delete records older than a cut-off, leaving a chain that still verifies.
+
+The pruned prefix is verified first (a checkpoint must never launder a tampered record), then a
+signed checkpoint takes its last hash as the new root, and the prefix is deleted, all in one
+transaction holding the chain lock, so concurrent writers simply continue after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from garrison.audit.checkpoint import Sign, make_checkpoint, store_checkpoint
+from garrison.audit.verify import KeyLookup, verify_chain
+from garrison.audit.writer import chain_head, chain_root, lock_chain
+from garrison.errors import ConflictError
+from garrison.storage.db import Database
+from garrison.storage.schema import audit_log
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    deleted: int
+    checkpoint_seq: int | None  # None when nothing was old enough
+    cutoff: float
+
+
+def prune(
+    db: Database, *, cutoff: float, now: float, kid: str, sign: Sign, keys: KeyLookup
+) -> PruneResult:
+    """Delete every record before the first one at or after ``cutoff``; checkpoint the rest."""
+    with db.begin(immediate=True) as conn:
+        lock_chain(db, conn)
+        root_seq, _ = chain_root(conn)
+        last = _last_prunable(conn, cutoff)
+        if last <= root_seq:
+            return PruneResult(0, None, cutoff)
+        report = verify_chain(db, keys, upto=last, conn=conn)
+        if not report.ok or report.head_seq != last:
+            raise ConflictError(
+                "refusing to prune: the records to delete do not verify",
+                reasons=[report.problem or "chain incomplete"],
+            )
+        store_checkpoint(conn, make_checkpoint(last, report.head_hash, now, kid, sign))
+        deleted = conn.execute(sa.delete(audit_log).where(audit_log.c.seq <= last)).rowcount
+        return PruneResult(int(deleted), last, cutoff)
+
+
+def _last_prunable(conn: sa.Connection, cutoff: float) -> int:
+    """The end of the old prefix: just before the first record at or after ``cutoff``."""
+    first_kept = conn.execute(
+        sa.select(sa.func.min(audit_log.c.seq)).where(audit_log.c.ts >= cutoff)
+    ).scalar_one_or_none()
+    if first_kept is not None:
+        return int(first_kept) - 1
+    return chain_head(conn)[0]

@@ -1,0 +1,147 @@
+"""Prove the audit log is whole (L7): walk the chain from its root and name the first bad record.
+
+Each record must carry the next sequence number, point at the previous record's hash, and hash to
+what it says. That catches a record edited (its hash no longer matches), deleted (a gap, or a broken
+link when the rest was renumbered), inserted or reordered (a broken link). The root is genesis or
+the newest retention checkpoint, whose signature is checked against the signing keys.
+
+What a hash chain alone cannot show: records cut off the *end* of the log. Ship the JSON-lines copy
+(``AUDIT_LOG_PATH``) off the host, or compare ``head_seq`` with an earlier run, to cover that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from garrison.audit.chain import GENESIS, record_hash
+from garrison.audit.checkpoint import Checkpoint, latest_checkpoint
+from garrison.storage.db import Database
+from garrison.storage.schema import audit_log
+
+#: ``(kid) -> public JWK`` or None: where checkpoint signatures find their key.
+KeyLookup = Callable[[str], Mapping[str, Any] | None]
+_PAGE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    ok: bool
+    checked: int  # records walked
+    head_seq: int  # the last good record (the root's seq when there is none)
+    head_hash: str
+    root_seq: int  # 0, or the checkpoint the chain starts from
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    seq: int
+    problem: str
+
+
+class ChainWalk:
+    """Feed records in ``seq`` order; stops at the first one that does not follow."""
+
+    def __init__(self, root_seq: int = 0, root_hash: str = GENESIS) -> None:
+        self.root_seq = root_seq
+        self.seq = root_seq
+        self.hash = root_hash
+        self.checked = 0
+        self.broken: Break | None = None
+
+    def feed(self, row: Mapping[str, Any]) -> bool:
+        """True while the chain holds; False (and ``broken`` set) at the first bad record."""
+        found = _check(row, self.seq, self.hash)
+        if found is not None:
+            self.broken = found
+            return False
+        self.seq, self.hash = int(row["seq"]), str(row["hash"])
+        self.checked += 1
+        return True
+
+    def report(self) -> ChainReport:
+        b = self.broken
+        return ChainReport(
+            ok=b is None,
+            checked=self.checked,
+            head_seq=self.seq,
+            head_hash=self.hash,
+            root_seq=self.root_seq,
+            first_bad_seq=b.seq if b else None,
+            problem=b.problem if b else None,
+        )
+
+
+def _check(row: Mapping[str, Any], prev_seq: int, prev_hash: str) -> Break | None:
+    seq = int(row["seq"])
+    expected = prev_seq + 1
+    if seq < expected:
+        return Break(seq, f"record {seq} is out of place: the chain is already at {prev_seq}")
+    if seq > expected:
+        span = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+        return Break(expected, f"record {span} missing: deleted from the log")
+    if row["prev_hash"] != prev_hash:
+        return Break(seq, f"record {seq} does not follow record {prev_seq}: inserted or reordered")
+    if record_hash(row, prev_hash) != row["hash"]:
+        return Break(seq, f"record {seq} was altered: its content no longer matches its hash")
+    return None
+
+
+def walk(
+    rows: Iterable[Mapping[str, Any]], root_seq: int = 0, root_hash: str = GENESIS
+) -> ChainReport:
+    """Check ``rows`` (in ``seq`` order) as a chain starting after ``(root_seq, root_hash)``."""
+    chain = ChainWalk(root_seq, root_hash)
+    for row in rows:
+        if not chain.feed(row):
+            break
+    return chain.report()
+
+
+def verify_chain(
+    db: Database, keys: KeyLookup, *, upto: int | None = None, conn: sa.Connection | None = None
+) -> ChainReport:
+    """Walk the stored chain from its (signature-checked) root; ``upto`` stops at that seq."""
+    if conn is None:
+        with db.begin() as own:
+            return verify_chain(db, keys, upto=upto, conn=own)
+    checkpoint = latest_checkpoint(conn)
+    if checkpoint is not None and not checkpoint.valid(keys(checkpoint.kid)):
+        return ChainReport(
+            ok=False,
+            checked=0,
+            head_seq=checkpoint.seq,
+            head_hash=checkpoint.hash,
+            root_seq=checkpoint.seq,
+            first_bad_seq=checkpoint.seq,
+            problem=f"checkpoint at record {checkpoint.seq} has a bad signature",
+        )
+    return walk(_rows(conn, upto), *_root(checkpoint))
+
+
+def _root(checkpoint: Checkpoint | None) -> tuple[int, str]:
+    return (checkpoint.seq, checkpoint.hash) if checkpoint else (0, GENESIS)
+
+
+def _rows(conn: sa.Connection, upto: int | None) -> Iterable[Mapping[str, Any]]:
+    """Every record in ``seq`` order, a page at a time (keyset pagination: memory stays flat)."""
+    after: int | None = None
+    while True:
+        query = sa.select(audit_log).order_by(audit_log.c.seq).limit(_PAGE)
+        if after is not None:
+            query = query.where(audit_log.c.seq > after)
+        if upto is not None:
+            query = query.where(audit_log.c.seq <= upto)
+        page = [row._asdict() for row in conn.execute(query)]
+        yield from page
+        if len(page) < _PAGE:
+            return
+        after = int(page[-1]["seq"])

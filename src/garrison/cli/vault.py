@@ -1,0 +1,88 @@
+"""``garrison vault status|rewrap`` (V3): where the data keys stand, and moving them to the new KEK.
+
+Rotation, step by step: put the current ``SECRET_ENCRYPTION_KEY`` into
+``GARRISON_SECRET_ENCRYPTION_KEYS_OLD``, set a new ``SECRET_ENCRYPTION_KEY``, restart (replicas may
+restart one by one: each reads every configured version), run ``garrison vault rewrap``, check
+``garrison vault status`` shows no row on an old version, then drop the old key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from garrison.audit.event import AuditEvent
+from garrison.cli.context import state
+from garrison.cli.output import emit, err, errors_as_exit, fail, out
+from garrison.cli.users import _cli_actor
+
+app = typer.Typer(
+    help="Vault: key versions in use, re-wrap under the current key.", no_args_is_help=True
+)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("status")
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Secrets per key version; which versions are configured and which is current."""
+    svc = state(ctx).services()
+    with errors_as_exit(as_json):
+        counts = svc.vault.versions()
+    keys = svc.vault.keys
+    rows = [
+        {"key_version": v, "secrets": n, "current": v == keys.current, "configured": keys.knows(v)}
+        for v, n in sorted(counts.items())
+    ]
+    data = {"current_version": keys.current, "versions": rows}
+
+    def human() -> None:
+        out.print(f"current key version {keys.current}")
+        for row in rows:
+            flag = "current" if row["current"] else "old" if row["configured"] else "NOT CONFIGURED"
+            out.print(f"  version {row['key_version']:>10}  {row['secrets']:>8} secret(s)  {flag}")
+
+    emit(data, as_json, human)
+
+
+@app.command("rewrap")
+def rewrap(
+    ctx: typer.Context,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10_000, help="Rows per transaction.")
+    ] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-wrap every data key under SECRET_ENCRYPTION_KEY, online; exit 1 if any row does not open."""
+    svc = state(ctx).services()
+    columns = (TextColumn("rewrap"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err, disable=as_json) as bar, errors_as_exit(as_json):
+        keys = svc.vault.keys
+        stale = sum(n for v, n in svc.vault.versions().items() if v != keys.current)
+        task = bar.add_task("rewrap", total=stale)
+        report = svc.vault.rewrap(batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+    svc.audit.record_sync(
+        AuditEvent(
+            action="admin.vault.rewrap",
+            outcome="failure" if report.failed else "success",
+            actor=_cli_actor(),
+            details={k: v for k, v in report.as_dict().items() if k != "failed"}
+            | {"failed": len(report.failed)},
+        )
+    )
+    if report.failed:
+        fail(
+            f"{len(report.failed)} secret(s) do not decrypt under any configured key version",
+            tuple(f"vault_secrets.id {row_id}" for row_id in report.failed[:20]),
+            as_json,
+        )
+    emit(
+        report.as_dict(),
+        as_json,
+        lambda: out.print(
+            f"re-wrapped {report.rewrapped} of {report.pending} secret(s) under key version "
+            f"{report.current_version}"
+            + (f"; {report.skipped} rewritten meanwhile" if report.skipped else "")
+        ),
+    )

@@ -1,0 +1,80 @@
+"""Audit and observability checks: a persistent log, an intact chain, tracing (L1, L7, L9)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from garrison.doctor.context import DoctorContext
+from garrison.doctor.model import Area, Outcome, Skip, failed, passed, warned
+from garrison.doctor.registry import Checks
+
+checks = Checks(Area.AUDIT)
+
+
+@checks.add(
+    "audit.persistent-log",
+    "Audit records persist",
+    seeds=("001", "004"),
+    reqs=("L1",),
+    fix="keep the audit_log table (`garrison db upgrade`) and set AUDIT_LOG_PATH to a writable "
+    "file shipped off the host",
+)
+def persistent_log(ctx: DoctorContext) -> Outcome:
+    db = ctx.database()
+    with db.engine.connect() as conn:
+        has_table = sa.inspect(conn).has_table("audit_log")
+    if not has_table:
+        return failed("no audit_log table in the database")
+    path = ctx.settings.audit_log_path
+    if path is None:
+        return passed("database audit log (no JSON-lines copy: AUDIT_LOG_PATH unset)")
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable:
+        return failed(f"AUDIT_LOG_PATH {path} is not writable by this user")
+    return passed(f"database audit log, and a JSON-lines copy at {path}")
+
+
+def _verifier() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(verify_chain, stored_public_keys)`` when this build has the audit verifier (L7)."""
+    try:
+        verify = importlib.import_module("garrison.audit.verify")
+        checkpoint = importlib.import_module("garrison.audit.checkpoint")
+        return verify.verify_chain, checkpoint.stored_public_keys
+    except (ImportError, AttributeError):
+        raise Skip("audit verify unavailable") from None
+
+
+@checks.add(
+    "audit.chain",
+    "The audit hash chain is intact",
+    seeds=("004",),
+    reqs=("L7",),
+    fix="investigate at once: `garrison audit verify` names the first altered, missing or "
+    "inserted record; compare with the JSON-lines copy",
+)
+def chain(ctx: DoctorContext) -> Outcome:
+    verify_chain, stored_public_keys = _verifier()
+    db = ctx.database()
+    report = verify_chain(db, stored_public_keys(db))
+    if not report.ok:
+        return failed(f"broken at record {report.first_bad_seq}: {report.problem}")
+    return passed(f"{report.checked} record(s) verified, head {report.head_seq}")
+
+
+@checks.add(
+    "audit.tracing",
+    "Traces are exported",
+    seeds=("000", "001"),
+    reqs=("L9", "L6"),
+    fix="set OTEL_EXPORTER_OTLP_ENDPOINT to your collector",
+)
+def tracing(ctx: DoctorContext) -> Outcome:
+    endpoint = ctx.settings.otel_endpoint
+    if not endpoint:
+        return warned("OTEL_EXPORTER_OTLP_ENDPOINT unset: no traces leave the process")
+    return passed(f"OTLP endpoint {endpoint}")

@@ -1,0 +1,316 @@
+"""Identity and access checks: secrets, operator accounts, default passwords, API-key and OIDC
+hygiene, the policy set's own tests, and (live) logins and admin endpoints.
+
+Requirements: A1, A7, A10, A11, A13, C1, C2, C5, Z3, Z4, Z5.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+import sqlalchemy as sa
+
+from garrison.config import SECRET_SETTINGS
+from garrison.config.checks import KNOWN_WEAK, production_problems, secret_problem
+from garrison.doctor import probe
+from garrison.doctor.context import DoctorContext
+from garrison.doctor.model import Area, Outcome, Skip, failed, passed, skipped, warned
+from garrison.doctor.registry import Checks
+from garrison.identity.passwords import verify_password
+from garrison.keys.keyring import DAY
+from garrison.policy import policy_dir_for
+from garrison.policy.registry import registry_from_settings
+from garrison.policy.tables import run_policy_tests
+from garrison.storage.schema import api_keys, users
+
+checks = Checks(Area.IDENTITY)
+
+#: At most this many admin accounts get their hash tried against the known defaults: argon2id makes
+#: each try cost ~20 ms on purpose, and a deployment with more admins than this has other problems.
+MAX_ADMINS_TRIED = 20
+ADMIN_ROLE = "admin"
+
+
+@checks.add(
+    "identity.secrets",
+    "Secrets are strong and not defaults",
+    seeds=("001", "002", "003"),
+    reqs=("C2", "C1"),
+    fix="run `garrison secrets generate` and set each value from your secret store "
+    "(or a *_FILE path)",
+)
+def secrets_strong(ctx: DoctorContext) -> Outcome:
+    found = [p for p in production_problems(ctx.settings) if p.split(":")[0] in SECRET_SETTINGS]
+    if found:
+        return failed("; ".join(found))
+    return passed(f"{', '.join(SECRET_SETTINGS)} set and strong")
+
+
+@checks.add(
+    "identity.jwt-for-admin",
+    "Admin needs a JWT, never an API key alone",
+    seeds=("000", "001"),
+    reqs=("A7",),
+    fix="set REQUIRE_JWT_FOR_ADMIN=true",
+)
+def jwt_for_admin(ctx: DoctorContext) -> Outcome:
+    if ctx.settings.jwt_required_for_admin:
+        return passed("REQUIRE_JWT_FOR_ADMIN is on")
+    return failed("REQUIRE_JWT_FOR_ADMIN is off: an API key alone can act as admin")
+
+
+@checks.add(
+    "identity.external-idp-secrets",
+    "External IdP shared secrets are strong",
+    seeds=("001",),
+    reqs=("A10", "C2"),
+    fix="set each external IdP's HS256 secret variable to the IdP's real JWT secret "
+    "(at least 32 random bytes), and its audience",
+)
+def external_idp_secrets(ctx: DoctorContext) -> Outcome:
+    idps = {name: idp for name, idp in ctx.settings.external_idps.items() if idp.hs256_secret_env}
+    if not idps:
+        return skipped("no external IdP with an HS256 secret configured")
+    found: list[str] = []
+    for name, idp in sorted(idps.items()):
+        problem = secret_problem(idp.hs256_secret_env, ctx.environ.get(idp.hs256_secret_env))
+        if problem:
+            found.append(f"{name}: {problem}")
+        if not idp.audience:
+            found.append(f"{name}: no audience set, so any token of that IdP is accepted")
+    if found:
+        return failed("; ".join(found))
+    return passed(f"{len(idps)} external IdP secret(s) strong, audiences set")
+
+
+def _admins(ctx: DoctorContext) -> list[tuple[str, str | None]]:
+    """``(username, password hash)`` of active admin accounts, platform-wide."""
+    db = ctx.database()
+    query = (
+        sa.select(users.c.username, users.c.roles, users.c.password_hash)
+        .where(users.c.active.is_(True))
+        .order_by(users.c.username)
+    )
+    with db.begin() as conn:
+        rows = conn.execute(query).all()
+    return [(name, pw) for name, roles, pw in rows if ADMIN_ROLE in (roles or ())]
+
+
+@checks.add(
+    "identity.admin-exists",
+    "An operator account exists",
+    seeds=("001", "003"),
+    reqs=("A1",),
+    fix="create one: `garrison users create --username U --role admin --password-stdin`",
+)
+def admin_exists(ctx: DoctorContext) -> Outcome:
+    count = len(_admins(ctx))
+    if count == 0:
+        return warned("no active admin account: nobody can administer this deployment")
+    return passed(f"{count} active admin account(s)")
+
+
+def _default_password(username: str, stored: str | None) -> str | None:
+    for candidate in sorted(KNOWN_WEAK | {username}):
+        if verify_password(stored, candidate):
+            return candidate
+    return None
+
+
+@checks.add(
+    "identity.default-passwords",
+    "No admin keeps a default password",
+    seeds=("001",),
+    reqs=("A1", "C2"),
+    fix="disable the account now (`garrison users disable U`) and create a new admin with a "
+    "strong password",
+)
+def default_passwords(ctx: DoctorContext) -> Outcome:
+    admins = [(name, pw) for name, pw in _admins(ctx) if pw is not None]
+    if not admins:
+        return skipped("no admin account with a password")
+    tried = admins[:MAX_ADMINS_TRIED]
+    weak = [name for name, pw in tried if _default_password(name, pw) is not None]
+    if weak:
+        fix = f"`garrison users disable {weak[0]}`, then create a new admin with a strong password"
+        return failed(f"admin account(s) with a default password: {', '.join(weak)}", fix)
+    more = f" (first {MAX_ADMINS_TRIED} of {len(admins)})" if len(admins) > len(tried) else ""
+    return passed(f"{len(tried)} admin password(s) tried against known defaults{more}; none match")
+
+
+@checks.add(
+    "identity.api-key-rotation",
+    "API keys expire and are rotated",
+    seeds=("000", "004"),
+    reqs=("C5", "A7"),
+    fix="issue a replacement with `garrison api-keys create --user U --scope S --expires-in 90d`, "
+    "move clients to it, then `garrison api-keys revoke ID`",
+)
+def api_key_rotation(ctx: DoctorContext) -> Outcome:
+    now = ctx.clock()
+    limit = now - ctx.settings.key_rotate_days * DAY
+    query = sa.select(api_keys.c.name, api_keys.c.created_at, api_keys.c.expires_at).where(
+        api_keys.c.revoked_at.is_(None),
+        sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
+    )
+    with ctx.database().begin() as conn:
+        live = conn.execute(query).all()
+    if not live:
+        return skipped("no live API keys")
+    forever = [name or "(unnamed)" for name, _, expires in live if expires is None]
+    stale = [name or "(unnamed)" for name, created, _ in live if created < limit]
+    found = []
+    if forever:
+        found.append(f"{len(forever)} never expire ({', '.join(sorted(forever)[:5])})")
+    if stale:
+        found.append(
+            f"{len(stale)} older than {ctx.settings.key_rotate_days} days "
+            f"({', '.join(sorted(stale)[:5])})"
+        )
+    if found:
+        return warned("; ".join(found))
+    return passed(f"{len(live)} live key(s), all expiring, none past rotation age")
+
+
+#: Scopes an OIDC login needs (A11): who the person is, nothing of their data.
+MINIMAL_SCOPES = frozenset({"openid", "email", "profile"})
+
+
+@checks.add(
+    "identity.oidc",
+    "OIDC logins ask for minimal scopes over HTTPS",
+    seeds=("002", "003"),
+    reqs=("A11",),
+    fix="request only openid, email (and profile); use an https redirect_uri; set the client "
+    "secret variable",
+)
+def oidc(ctx: DoctorContext) -> Outcome:
+    providers = ctx.settings.oidc
+    if not providers:
+        return skipped("no OIDC provider configured")
+    failing: list[str] = []
+    loose: list[str] = []
+    for name, p in sorted(providers.items()):
+        extra = sorted(set(p.scopes) - MINIMAL_SCOPES)
+        if extra:
+            loose.append(f"{name} asks for {', '.join(extra)}")
+        if p.redirect_uri and not _https_or_loopback(p.redirect_uri):
+            failing.append(f"{name}: redirect_uri {p.redirect_uri} is not https")
+        if p.client_secret_env and not ctx.environ.get(p.client_secret_env):
+            failing.append(f"{name}: {p.client_secret_env} is not set")
+    if failing:
+        return failed("; ".join(failing + loose))
+    if loose:
+        return warned("; ".join(loose))
+    return passed(f"{len(providers)} provider(s): minimal scopes")
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" or parts.hostname in {"127.0.0.1", "localhost", "::1"}
+
+
+@checks.add(
+    "identity.policy-tests",
+    "Policies load and their unit tests pass",
+    seeds=("000", "004"),
+    reqs=("Z4", "Z3"),
+    fix="run `garrison policy test` and fix the policies or tables it names",
+)
+def policy_tests(ctx: DoctorContext) -> Outcome:
+    report = run_policy_tests(registry_from_settings(ctx.settings), policy_dir_for(ctx.settings))
+    if not report.ok:
+        names = [r.case.name for r in report.failed][:5]
+        detail = list(report.problems[:3]) + ([f"failing: {', '.join(names)}"] if names else [])
+        return failed("; ".join(detail) or "no decision tables ran")
+    return passed(f"{len(report.results)} decision(s) pass in {report.directory}")
+
+
+# -- live ---------------------------------------------------------------------------------------
+def _failed_login(ctx: DoctorContext) -> httpx.Response:
+    body = {"username": probe.random_username(), "password": probe.random_username()}
+    return probe.request(ctx, "POST", "/auth/login", json=body)
+
+
+@checks.add(
+    "identity.login-uniform",
+    "Failed logins look the same for every username",
+    seeds=("001", "003"),
+    reqs=("A1",),
+    fix="return one generic 401 problem body for every failed login (Garrison does by default; "
+    "check what a proxy in front rewrites)",
+    live=True,
+)
+def login_uniform(ctx: DoctorContext) -> Outcome:
+    first, second = _failed_login(ctx), _failed_login(ctx)
+    return judge_login_failures(first, second)
+
+
+def judge_login_failures(first: httpx.Response, second: httpx.Response) -> Outcome:
+    if 429 in (first.status_code, second.status_code):
+        raise Skip("this address is being throttled (429) after earlier failed logins; run later")
+    if first.status_code != 401 or second.status_code != 401:
+        return failed(
+            f"failed logins answered {first.status_code} and {second.status_code}, not 401",
+            "answer every bad username or password with 401 and one generic body",
+        )
+    if probe.comparable(first) != probe.comparable(second):
+        return failed("two failed logins with different unknown usernames got different bodies")
+    return passed("two failed logins (random unknown usernames) got the same 401 body")
+
+
+@checks.add(
+    "identity.admin-anonymous",
+    "Admin endpoints refuse anonymous callers",
+    seeds=("001",),
+    reqs=("Z5",),
+    fix="put /admin/* behind Garrison's admin check (or the network) so an anonymous call gets 401",
+    live=True,
+)
+def admin_anonymous(ctx: DoctorContext) -> Outcome:
+    return judge_protected(probe.get(ctx, "/admin/users"))
+
+
+def judge_protected(response: httpx.Response) -> Outcome:
+    """401/403 without credentials passes; anything served is a FAIL."""
+    line = probe.status_line(response)
+    if response.status_code in (401, 403):
+        return passed(f"{line} without credentials")
+    if response.status_code < 400:
+        return failed(f"{line} without credentials: served to anyone")
+    return warned(f"{line}: not a clear refusal (expected 401 or 403)")
+
+
+@checks.add(
+    "identity.login-rate-limit",
+    "Repeated failed logins are throttled",
+    seeds=("002", "003", "004"),
+    reqs=("A13", "E3"),
+    fix="keep GARRISON_LOGIN_MAX_FAILURES / GARRISON_LOGIN_MAX_FAILURES_PER_IP set and, with several "
+    "replicas, USE_REDIS_LIMITER=true",
+    live=True,
+)
+def login_rate_limit(ctx: DoctorContext) -> Outcome:
+    if not ctx.aggressive:
+        raise Skip("not probed without --aggressive (it sends failed logins until throttled)")
+    limit = ctx.settings.login_max_failures_per_account
+    attempts = min(limit + 3, 30)
+    username = probe.random_username()
+    for n in range(1, attempts + 1):
+        body = {"username": username, "password": probe.random_username()}
+        response = probe.request(ctx, "POST", "/auth/login", json=body)
+        if response.status_code == 429:
+            return judge_throttled(response, n)
+    return failed(f"{attempts} failed logins for one username, none answered 429")
+
+
+def judge_throttled(response: httpx.Response, attempt: int) -> Outcome:
+    if not response.headers.get("retry-after"):
+        return failed(
+            f"throttled at attempt {attempt} but 429 has no Retry-After",
+            "send Retry-After with every 429",
+        )
+    return passed(
+        f"throttled at attempt {attempt}: 429, Retry-After {response.headers['retry-after']}"
+    )

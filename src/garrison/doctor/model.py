@@ -1,0 +1,104 @@
+"""What a check is and what it found (O4).
+
+A ``Spec`` is a check as written down: an id, the area it belongs to, a title, the seed guides and
+requirement IDs it comes from, the fix an operator applies when it does not pass, and the function
+that looks. Running a spec gives a ``Check``: the spec's identity plus a status and a one-line finding.
+Check functions return an ``Outcome`` through ``passed`` / ``warned`` / ``failed`` / ``skipped``, or
+raise ``Skip`` when something they depend on is missing (no ``--url``, no database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from garrison.doctor.context import DoctorContext
+
+
+class Status(StrEnum):
+    PASS = "pass"  # noqa: S105 - a status word, not a password
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class Area(StrEnum):
+    """The report's groups, in the order they are printed."""
+
+    IDENTITY = "identity"
+    TOKENS = "tokens"
+    TENANCY = "tenancy"
+    EDGE = "edge"
+    AUDIT = "audit"
+    OPERATIONS = "operations"
+
+
+class Skip(Exception):
+    """Raised by a check (or a context accessor) when it cannot run here; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    finding: str
+    fix: str | None = None  # overrides the spec's fix when the finding calls for a specific one
+
+
+def passed(finding: str) -> Outcome:
+    return Outcome(Status.PASS, finding)
+
+
+def warned(finding: str, fix: str | None = None) -> Outcome:
+    return Outcome(Status.WARN, finding, fix)
+
+
+def failed(finding: str, fix: str | None = None) -> Outcome:
+    return Outcome(Status.FAIL, finding, fix)
+
+
+def skipped(reason: str) -> Outcome:
+    return Outcome(Status.SKIP, reason)
+
+
+CheckFn = Callable[["DoctorContext"], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    id: str
+    area: Area
+    title: str
+    seeds: tuple[str, ...]
+    requirements: tuple[str, ...]
+    fix: str
+    run: CheckFn
+    live: bool = False  # needs ``--url``
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the report."""
+
+    id: str
+    area: Area
+    title: str
+    seeds: tuple[str, ...]
+    requirements: tuple[str, ...]
+    status: Status
+    finding: str
+    fix: str  # empty when the check passed or was skipped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "area": str(self.area),
+            "title": self.title,
+            "seeds": list(self.seeds),
+            "requirements": list(self.requirements),
+            "status": str(self.status),
+            "finding": self.finding,
+            "fix": self.fix,
+        }

@@ -1,0 +1,65 @@
+"""Collecting checks per area, and running them so that one broken check never stops the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from garrison.doctor.model import Area, Check, CheckFn, Outcome, Skip, Spec, Status
+
+if TYPE_CHECKING:
+    from garrison.doctor.context import DoctorContext
+
+
+class Checks:
+    """The checks of one area, in the order they were declared (``@checks.add(...)``)."""
+
+    def __init__(self, area: Area) -> None:
+        self.area = area
+        self.specs: list[Spec] = []
+
+    def add(
+        self,
+        id: str,
+        title: str,
+        *,
+        seeds: Iterable[str],
+        reqs: Iterable[str],
+        fix: str,
+        live: bool = False,
+    ) -> Callable[[CheckFn], CheckFn]:
+        def register(fn: CheckFn) -> CheckFn:
+            spec = Spec(id, self.area, title, tuple(seeds), tuple(reqs), fix, fn, live)
+            self.specs.append(spec)
+            return fn
+
+        return register
+
+
+def run_spec(spec: Spec, ctx: DoctorContext) -> Check:
+    """Run one check; ``Skip`` becomes SKIP and any other error FAIL with its message (no trace)."""
+    try:
+        outcome = spec.run(ctx)
+    except Skip as exc:
+        outcome = Outcome(Status.SKIP, str(exc))
+    except Exception as exc:
+        outcome = Outcome(Status.FAIL, f"check errored: {_describe(exc)}")
+    fix = ""
+    if outcome.status in (Status.FAIL, Status.WARN):
+        fix = outcome.fix or spec.fix
+    return Check(
+        spec.id,
+        spec.area,
+        spec.title,
+        spec.seeds,
+        spec.requirements,
+        outcome.status,
+        outcome.finding,
+        fix,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"{name}: {text[:300]}" if text else name

@@ -1,0 +1,90 @@
+"""Request size caps (E4): 413 before a body is read whole, whether or not it declares a length.
+
+The cap is per route: ``RouteDef.max_body_bytes`` for the longest matching route prefix,
+``BUS_MAX_BYTES`` under ``/system/``, else ``GARRISON_MAX_BODY_BYTES``. A ``Content-Length`` over the
+cap is refused before the application runs; a chunked body is counted as it arrives through the
+wrapped ``receive``, and the first chunk that crosses the cap ends the request with 413 (or, when
+the response has already started, an aborted response) — the application never holds more than one
+chunk past the cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from garrison.config.settings import RouteDef
+from garrison.errors import BadRequestError, PayloadTooLargeError
+from garrison.gateway.raw import header, send_error
+
+SYSTEM_PREFIX = "/system/"
+
+
+class BodyCaps:
+    """The cap that applies to a path (longest prefix wins)."""
+
+    def __init__(self, default: int, bus_max: int, routes: Iterable[RouteDef]) -> None:
+        self.default = default
+        caps = [(r.prefix, r.max_body_bytes) for r in routes if r.max_body_bytes is not None]
+        caps.append((SYSTEM_PREFIX, bus_max))
+        self._caps = sorted(caps, key=lambda item: -len(item[0]))
+
+    def for_path(self, path: str) -> int:
+        for prefix, cap in self._caps:
+            if path.startswith(prefix):
+                return cap
+        return self.default
+
+
+def too_large(cap: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"request body exceeds {cap} bytes")
+
+
+class _Counter:
+    def __init__(self, receive: Receive, cap: int) -> None:
+        self.receive = receive
+        self.cap = cap
+        self.seen = 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.cap:
+                raise too_large(self.cap)
+        return message
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, caps: BodyCaps) -> None:
+        self.app = app
+        self.caps = caps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.caps.for_path(scope["path"])
+        request_id = scope.get("garrison.request_id")
+        declared = header(scope, b"content-length")
+        if declared is not None and not declared.isdigit():
+            await send_error(send, BadRequestError("invalid Content-Length"), request_id)
+            return
+        if declared is not None and int(declared) > cap:
+            await send_error(send, too_large(cap), request_id)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, _Counter(receive, cap), tracking_send)
+        except PayloadTooLargeError as exc:
+            if started:
+                raise
+            await send_error(send, exc, request_id)

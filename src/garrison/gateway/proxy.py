@@ -1,0 +1,234 @@
+"""The built-in reverse proxy (E8): ``[[routes]]`` with an ``upstream`` served by ``garrison serve``.
+
+Each proxied request passes the same checks as ``/verify`` (``gateway.gate``) on its canonical path,
+then goes to the upstream with Garrison's identity headers; whatever ``X-Auth-*`` the client sent is
+dropped first, as are hop-by-hop headers (RFC 9110 §7.6.1, plus any the ``Connection`` header names).
+Bodies stream both ways through one pooled ``httpx.AsyncClient`` per application, so a large upload
+or download never sits whole in memory; the size cap (``gateway.bodylimit``) counts the upload as it
+streams. The upstream sees the canonical path, the one that was authorized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from garrison.config.settings import RouteDef
+from garrison.errors import BadRequestError, GarrisonError, PayloadTooLargeError
+from garrison.gateway.forwarded import TrustedProxies, peer_address
+from garrison.gateway.gate import IDENTITY_HEADERS, Gate, Request
+from garrison.gateway.paths import canonical_path
+from garrison.gateway.raw import RawHeaders, header, send_error
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+#: Request headers Garrison writes itself for the upstream.
+_REWRITTEN = (
+    HOP_BY_HOP
+    | frozenset(IDENTITY_HEADERS)
+    | {
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-real-ip",
+    }
+)
+
+
+class UpstreamError(GarrisonError):
+    status = 502
+    code = "bad_gateway"
+    title = "Bad gateway"
+
+
+class UpstreamTimeout(GarrisonError):
+    status = 504
+    code = "gateway_timeout"
+    title = "Gateway timeout"
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its body was being streamed upstream."""
+
+
+def new_client() -> httpx.AsyncClient:
+    """The application's one pooled client: no redirects followed, no proxy from the environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(60.0, connect=5.0),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _matches(prefix: str, path: str) -> bool:
+    return path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _dropped(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Hop-by-hop headers, including those a ``Connection`` header names."""
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    return HOP_BY_HOP | named
+
+
+class ReverseProxy:
+    def __init__(
+        self,
+        app: ASGIApp,
+        gate: Gate,
+        proxies: TrustedProxies,
+        routes: Iterable[RouteDef],
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.app = app
+        self.gate = gate
+        self.proxies = proxies
+        self.client = client
+        self.routes = sorted(
+            (r for r in routes if r.upstream), key=lambda r: -len(r.prefix.rstrip("/"))
+        )
+
+    def route_for(self, path: str) -> RouteDef | None:
+        return next((r for r in self.routes if _matches(r.prefix, path)), None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.routes:
+            await self.app(scope, receive, send)
+            return
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        try:
+            path = canonical_path(raw.decode("latin-1"))
+        except UnicodeDecodeError:
+            path = None
+        route = self.route_for(path) if path is not None else None
+        if route is None or path is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self._forward(scope, receive, send, route, path)
+        except GarrisonError as exc:
+            await send_error(send, exc, scope.get("garrison.request_id"))
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, route: RouteDef, path: str
+    ) -> None:
+        if route.methods and scope["method"] not in route.methods:
+            raise BadRequestError(f"method {scope['method']} is not routed for {route.prefix}")
+        admission = await self.gate.admit(self._request(scope, path))
+        request = self.client.build_request(
+            scope["method"],
+            self._url(route, path, scope.get("query_string", b"")),
+            headers=[*self._headers(scope), *admission.headers],
+            content=_body(receive) if _has_body(scope) else None,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except PayloadTooLargeError:
+            raise
+        except ClientDisconnected:
+            return
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("the upstream did not answer in time") from None
+        except httpx.HTTPError:
+            raise UpstreamError("the upstream could not be reached") from None
+        try:
+            await self._relay(response, send)
+        finally:
+            await response.aclose()
+
+    def _request(self, scope: Scope, path: str) -> Request:
+        ip = scope.get("garrison.client_ip") or peer_address(scope)
+        return Request(
+            method=scope["method"],
+            path=path,
+            authorization=_text(header(scope, b"authorization")),
+            tenant_header=_text(header(scope, b"x-tenant-id")),
+            ip=ip,
+            request_id=scope.get("garrison.request_id"),
+            user_agent=_text(header(scope, b"user-agent")),
+        )
+
+    @staticmethod
+    def _url(route: RouteDef, path: str, query: bytes) -> str:
+        upstream = route.upstream or ""  # routes without an upstream never get here
+        if route.strip_prefix:
+            path = path[len(route.prefix.rstrip("/")) :] or "/"
+        suffix = "?" + query.decode("latin-1") if query else ""
+        return upstream.rstrip("/") + path + suffix
+
+    def _headers(self, scope: Scope) -> RawHeaders:
+        incoming: RawHeaders = list(scope["headers"])
+        dropped = _dropped(incoming) | _REWRITTEN
+        out = [(name, value) for name, value in incoming if name.lower() not in dropped]
+        peer = peer_address(scope) or ""
+        chain = header(scope, b"x-forwarded-for")
+        if chain is not None and self.proxies.trusts(peer):
+            forwarded_for = chain + b", " + peer.encode()
+        else:
+            forwarded_for = peer.encode()
+        out.append((b"x-forwarded-for", forwarded_for))
+        out.append((b"x-forwarded-proto", str(scope["scheme"]).encode()))
+        host = header(scope, b"host")
+        if host is not None:
+            out.append((b"x-forwarded-host", host))
+        request_id = scope.get("garrison.request_id")
+        if request_id:
+            out = [(n, v) for n, v in out if n.lower() != b"x-request-id"]
+            out.append((b"x-request-id", str(request_id).encode()))
+        return out
+
+    @staticmethod
+    async def _relay(response: httpx.Response, send: Send) -> None:
+        raw = response.headers.raw
+        dropped = _dropped(raw)
+        headers = [(name.lower(), value) for name, value in raw if name.lower() not in dropped]
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        async for chunk in response.aiter_raw():
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = header(scope, b"content-length")
+    return (length is not None and length != b"0") or header(
+        scope, b"transfer-encoding"
+    ) is not None
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        body: bytes = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return

@@ -1,0 +1,65 @@
+"""``/admin/audit`` and ``/admin/audit/verify`` (L4, L7): read and prove the audit log. Admin only.
+
+A tenant-bound admin sees only its tenant's records, whatever ``tenant=`` it asks for; the chain is
+platform-wide, so only a platform admin may verify it.
+"""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from garrison.audit.checkpoint import stored_public_keys
+from garrison.audit.query import AuditFilter, parse_time, search
+from garrison.audit.verify import verify_chain
+from garrison.errors import ForbiddenError, ValidationError
+from garrison.gateway.requests import admin, services
+
+_PARAMS = frozenset({"action", "actor", "tenant", "outcome", "since", "until", "limit"})
+
+
+def _filter(request: Request, tenant_bound: str | None) -> AuditFilter:
+    params = request.query_params
+    unknown = sorted(set(params) - _PARAMS)
+    if unknown:
+        raise ValidationError(
+            "unknown query parameter", reasons=[f"{n}: not a filter" for n in unknown]
+        )
+    now = services(request).clock()
+    limit = params.get("limit", "100")
+    if not limit.isdigit():
+        raise ValidationError("bad limit", reasons=["limit: a whole number"])
+    return AuditFilter(
+        action=params.get("action") or None,
+        actor=params.get("actor") or None,
+        tenant=tenant_bound or params.get("tenant") or None,
+        outcome=params.get("outcome") or None,
+        since=parse_time(params["since"], now, name="since") if params.get("since") else None,
+        until=parse_time(params["until"], now, name="until") if params.get("until") else None,
+        limit=int(limit),
+    )
+
+
+async def list_records(request: Request) -> JSONResponse:
+    who = await admin(request)
+    query = _filter(request, who.tenant)
+    records = await anyio.to_thread.run_sync(search, services(request).db, query)
+    return JSONResponse({"records": records, "count": len(records)})
+
+
+async def verify(request: Request) -> JSONResponse:
+    who = await admin(request)
+    if who.tenant is not None:
+        raise ForbiddenError(reasons=["the audit chain is platform-wide: platform admin required"])
+    db = services(request).db
+    report = await anyio.to_thread.run_sync(lambda: verify_chain(db, stored_public_keys(db)))
+    return JSONResponse(report.as_dict())
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/admin/audit", list_records, methods=["GET"]),
+        Route("/admin/audit/verify", verify, methods=["GET"]),
+    ]

@@ -1,0 +1,122 @@
+"""``POST /v1/decide``: backends ask for a decision and get its reasons (Z3, API.md).
+
+The answer is always 200 ``{"allow", "reasons", "policy_version"}``: a deny here is an explanation,
+not an enforcement, so it is audited as ``authz.decide`` rather than ``authz.deny``. Without a
+``subject`` the caller asks about itself, in the tenant it acts in; asking about another subject
+needs the admin or service role, and a tenant-bound caller may only ask about its own tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from garrison.audit.event import AuditEvent
+from garrison.errors import ForbiddenError
+from garrison.gateway.authz import record_deny
+from garrison.gateway.requests import acting_tenant, client, parse_body, principal, services
+from garrison.policy import Decision, Resource
+from garrison.principal import Principal
+from garrison.tenancy import TENANT_MISMATCH
+
+#: Roles that may ask about a subject other than themselves.
+ASK_FOR_OTHERS = frozenset({"admin", "service"})
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubjectBody(_Body):
+    id: str = Field(min_length=1, max_length=200)
+    roles: list[str] = Field(default_factory=list, max_length=64)
+    tenant: str | None = Field(None, min_length=1, max_length=100)
+
+
+class ResourceBody(_Body):
+    type: str | None = Field(None, max_length=100)
+    id: str | None = Field(None, max_length=200)
+    tenant: str | None = Field(None, max_length=100)
+    owner: str | None = Field(None, max_length=200)
+
+
+class DecideBody(_Body):
+    subject: SubjectBody | None = None
+    action: str = Field(min_length=1, max_length=200, pattern=_NAME)
+    resource: ResourceBody | None = None
+    params: dict[str, Any] | None = Field(None, max_length=64)
+
+
+async def decide(request: Request) -> JSONResponse:
+    who = await principal(request)
+    body = await parse_body(request, DecideBody)
+    svc = services(request)
+    subject, tenant = await _subject(request, who, body.subject)
+    resource = Resource(**body.resource.model_dump()) if body.resource else None
+    decision = svc.authorizer.decide(
+        subject, body.action, resource=resource, params=body.params, tenant=tenant
+    )
+    await _audit(request, who, subject, decision)
+    return JSONResponse(
+        {
+            "allow": decision.allow,
+            "reasons": list(decision.reasons),
+            "policy_version": decision.policy_version,
+        }
+    )
+
+
+async def _subject(
+    request: Request, who: Principal, asked: SubjectBody | None
+) -> tuple[Principal, str | None]:
+    """Who the question is about, and the tenant it acts in."""
+    if asked is None:
+        return who, await acting_tenant(request)
+    reasons: list[str] = []
+    if not ASK_FOR_OTHERS & who.roles:
+        reasons.append("role mismatch: asking about another subject requires admin or service")
+    elif who.tenant is not None and asked.tenant != who.tenant:
+        reasons.append(TENANT_MISMATCH)
+    if reasons:
+        await record_deny(services(request), who, reasons, client(request), action="policy.decide")
+        raise ForbiddenError("cannot ask about another subject", reasons=reasons)
+    subject = Principal(
+        sub=asked.id,
+        username=asked.id,
+        roles=frozenset(asked.roles),
+        tenant=asked.tenant,
+        via="external",
+    )
+    return subject, asked.tenant
+
+
+async def _audit(request: Request, who: Principal, subject: Principal, decision: Decision) -> None:
+    c = client(request)
+    await services(request).audit.record(
+        AuditEvent(
+            action="authz.decide",
+            outcome="success" if decision.allow else "deny",
+            actor=who.sub,
+            tenant=who.tenant,
+            ip=c.ip,
+            user_agent=c.user_agent,
+            reason=decision.reasons[0] if decision.reasons else None,
+            request_id=c.request_id,
+            details={
+                "subject": subject.sub,
+                "action": decision.action,
+                "allow": decision.allow,
+                "reasons": list(decision.reasons),
+                "policy_version": decision.policy_version,
+            },
+        )
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/v1/decide", decide, methods=["POST"])]

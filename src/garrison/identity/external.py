@@ -1,0 +1,322 @@
+"""Tokens issued by an external IdP (A10): Supabase GoTrue (HS256 shared secret) or any IdP with a
+JWKS URL, checked as strictly as Garrison's own tokens and mapped onto local roles.
+
+Routing: ``identity.authn`` tries Garrison's codec first (the hot path is untouched); only a token it
+refuses is offered here, and only when its (unverified) ``iss`` names a configured IdP, its ``iss``
+is not Garrison's own, and its ``kid`` names no Garrison key. Each IdP then has its own algorithm
+allow-list: ``{"HS256"}`` with its shared secret, or the asymmetric algorithms with the keys of its
+JWKS, so a token claiming to be Garrison's can never be checked with HMAC, and a JWKS IdP can never
+be fed an HMAC token keyed with its public key.
+
+Roles: the claim ``role_claim`` (a string or a list; a dotted path reaches nested claims) is mapped
+through ``role_map``; any value in ``admin_roles`` grants ``admin``; ``default_roles`` are always
+granted. Roles come from the token on every request (the IdP stays authoritative: a role removed
+there is gone here at the token's next renewal). Each identity gets a local user row (see
+``identity.provisioning``) so ``garrison users disable`` and ``revoke-sessions`` stop it too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from garrison.clock import Clock, system_clock
+from garrison.config import Settings
+from garrison.config.checks import secret_problem
+from garrison.config.settings import ExternalIdpDef
+from garrison.errors import ConfigError
+from garrison.identity.jwks import RemoteJwks
+from garrison.identity.jws import (
+    ASYMMETRIC_ALGS,
+    HS256,
+    KeyLookup,
+    check_times,
+    has_audience,
+    hs256_verifier,
+    peek_claims,
+    split,
+    verified_claims,
+)
+from garrison.identity.provisioning import Provisioner, usable_email
+from garrison.identity.users import TENANT_RE
+from garrison.principal import Principal
+from garrison.tokens.jwt import TokenError
+
+SUPABASE = "supabase"
+_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdp:
+    name: str
+    issuer: str
+    audience: str
+    algs: frozenset[str]
+    lookup: KeyLookup
+    role_claim: str = "role"
+    admin_roles: frozenset[str] = frozenset()
+    role_map: Mapping[str, str] = field(default_factory=dict)
+    default_roles: tuple[str, ...] = ("user",)
+    tenant_claim: str = ""
+
+    def local_roles(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        granted = set(self.default_roles)
+        for role in _claim_values(claims, self.role_claim):
+            if role in self.admin_roles:
+                granted.add("admin")
+            if role in self.role_map:
+                granted.add(self.role_map[role])
+        return frozenset(granted)
+
+    def tenant(self, claims: Mapping[str, Any]) -> str | None:
+        if not self.tenant_claim:
+            return None
+        values = _claim_values(claims, self.tenant_claim)
+        if len(values) != 1 or not TENANT_RE.match(values[0]):
+            raise TokenError("token lacks a valid tenant claim")
+        return values[0]
+
+
+def _claim_values(claims: Mapping[str, Any], path: str) -> list[str]:
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    claims: dict[str, Any]
+    idp: ExternalIdp
+
+
+class ExternalTokens:
+    def __init__(
+        self,
+        idps: list[ExternalIdp],
+        provisioner: Provisioner,
+        *,
+        own_issuer: str,
+        own_kids: Callable[[], Container[str]],
+        clock_skew: int = 30,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.by_issuer = {idp.issuer: idp for idp in idps if idp.issuer != own_issuer}
+        self.provisioner = provisioner
+        self.own_kids = own_kids
+        self.skew = clock_skew
+        self.clock = clock
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        self._user_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def route(self, token: str) -> ExternalIdp | None:
+        """The IdP that should check ``token``, judged from unverified fields; None: not ours."""
+        claims = peek_claims(token)
+        iss = claims.get("iss") if claims else None
+        idp = self.by_issuer.get(iss) if isinstance(iss, str) else None
+        if idp is None:
+            return None
+        try:
+            kid = split(token, ASYMMETRIC_ALGS | {HS256}).kid
+        except TokenError:
+            return idp  # malformed: let the IdP's own checks refuse it with their reason
+        return None if kid is not None and kid in self.own_kids() else idp
+
+    def authenticate(self, token: str, idp: ExternalIdp) -> tuple[Principal, float]:
+        """(principal, issued-at) for a token of ``idp``; the caller checks the user's status."""
+        verified = self._verify(token, idp)
+        claims = verified.claims
+        user_id = self._user_id(idp, claims)
+        principal = Principal(
+            sub=user_id,
+            username=str(claims.get("preferred_username") or f"{idp.name}:{claims['sub']}"),
+            email=usable_email(claims.get("email")),
+            roles=idp.local_roles(claims),
+            tenant=idp.tenant(claims),
+            via="external",
+            credential_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+            expires_at=float(claims["exp"]),
+            extra={"idp": idp.name, "external_sub": claims["sub"]},
+        )
+        iat = claims.get("iat", 0)
+        return principal, float(iat)
+
+    def _verify(self, token: str, idp: ExternalIdp) -> _Verified:
+        cached = self._verified.get(token)
+        if cached is not None and cached.idp is idp:
+            if cached.claims["exp"] > self.clock() - self.skew:
+                return cached
+            self._verified.pop(token, None)
+        claims = verified_claims(split(token, idp.algs), idp.lookup)
+        check_times(claims, self.clock(), self.skew)
+        if claims.get("iss") != idp.issuer:
+            raise TokenError("wrong issuer")
+        if not has_audience(claims, idp.audience):
+            raise TokenError("wrong audience")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise TokenError("token lacks sub")
+        verified = _Verified(claims, idp)
+        with self._lock:
+            self._verified[token] = verified
+            if len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return verified
+
+    def _user_id(self, idp: ExternalIdp, claims: Mapping[str, Any]) -> str:
+        """The local user of this identity, created on first sight (JIT)."""
+        subject = f"{idp.name}:{claims['sub']}"
+        user_id = self._user_ids.get(subject)
+        if user_id is None:
+            user, _ = self.provisioner.ensure(
+                idp.name,
+                claims["sub"],
+                email=usable_email(claims.get("email")),
+                roles=sorted(idp.local_roles(claims)),
+                tenant=idp.tenant(claims),
+            )
+            user_id = user.id
+            with self._lock:
+                if len(self._user_ids) >= _CACHE_SIZE:
+                    self._user_ids.clear()
+                self._user_ids[subject] = user_id
+        return user_id
+
+
+# -- configuration ----------------------------------------------------------------------------
+def env_secret(name: str, environ: Mapping[str, str]) -> str | None:
+    """``NAME`` or the content of the file ``NAME_FILE`` names (C1)."""
+    if name in environ:
+        return environ[name]
+    path = environ.get(f"{name}_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ConfigError([f"{name}_FILE: cannot read {path}: {exc.strerror}"]) from None
+    return None
+
+
+def supabase_def(settings: Settings) -> ExternalIdpDef | None:
+    """The ``SUPABASE_JWT_*`` shortcut of seed 001 as an IdP definition (None when unset)."""
+    if settings.supabase_jwt_secret is None:
+        return None
+    issuer = settings.supabase_jwt_issuer or (
+        settings.supabase_url.rstrip("/") + "/auth/v1" if settings.supabase_url else ""
+    )
+    admin = tuple(r.strip() for r in settings.supabase_admin_roles.split(",") if r.strip())
+    return ExternalIdpDef(
+        issuer=issuer,
+        audience=settings.supabase_jwt_aud,
+        hs256_secret_env="SUPABASE_JWT_SECRET",  # noqa: S106 - the variable name, not a value
+        role_claim="role",
+        admin_roles=admin,
+        role_map={"authenticated": "user"},
+        default_roles=(),
+    )
+
+
+def build_idps(
+    settings: Settings,
+    http: httpx.Client,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: Clock = system_clock,
+) -> list[ExternalIdp]:
+    """Every configured IdP; ``ConfigError`` naming every unusable one at once."""
+    env = dict(os.environ if environ is None else environ)
+    defs = dict(settings.external_idps)
+    shortcut = supabase_def(settings)
+    if shortcut is not None:
+        defs.setdefault(SUPABASE, shortcut)
+        assert settings.supabase_jwt_secret is not None
+        env.setdefault("SUPABASE_JWT_SECRET", settings.supabase_jwt_secret.get_secret_value())
+    problems: list[str] = []
+    idps = [_build(name, d, env, http, settings, clock, problems) for name, d in defs.items()]
+    if problems:
+        raise ConfigError(problems)
+    return [idp for idp in idps if idp is not None]
+
+
+def _build(
+    name: str,
+    d: ExternalIdpDef,
+    env: Mapping[str, str],
+    http: httpx.Client,
+    settings: Settings,
+    clock: Clock,
+    problems: list[str],
+) -> ExternalIdp | None:
+    where = f"external_idps.{name}"
+    if name == SUPABASE and not d.issuer:
+        problems.append("SUPABASE_JWT_ISSUER: set it (or SUPABASE_URL) to the GoTrue `iss`")
+    elif not d.issuer:
+        problems.append(f"{where}.issuer: required (tokens are routed by their `iss`)")
+    if not d.audience:
+        problems.append(f"{where}.audience: required")
+    if bool(d.hs256_secret_env) == bool(d.jwks_url):
+        problems.append(f"{where}: set exactly one of hs256_secret_env and jwks_url")
+        return None
+    lookup: KeyLookup
+    if d.jwks_url:
+        jwks = RemoteJwks(
+            d.jwks_url,
+            http,
+            ttl=settings.jwks_cache_ttl,
+            min_refetch=settings.jwks_refetch_interval,
+            clock=clock,
+        )
+        algs, lookup = ASYMMETRIC_ALGS, jwks.lookup
+    else:
+        secret = env_secret(d.hs256_secret_env, env)
+        problem = secret_problem(d.hs256_secret_env, secret)
+        if secret is None or (problem and settings.production):
+            problems.append(problem or f"{d.hs256_secret_env}: missing")
+            return None
+        verify = hs256_verifier(secret.encode())
+        algs, lookup = frozenset({HS256}), lambda _kid, alg: verify if alg == HS256 else None
+    return ExternalIdp(
+        name=name,
+        issuer=d.issuer,
+        audience=d.audience,
+        algs=algs,
+        lookup=lookup,
+        role_claim=d.role_claim,
+        admin_roles=frozenset(d.admin_roles),
+        role_map=dict(d.role_map),
+        default_roles=d.default_roles,
+        tenant_claim=d.tenant_claim,
+    )
+
+
+def build_external_tokens(
+    settings: Settings,
+    http: httpx.Client,
+    provisioner: Provisioner,
+    own_kids: Callable[[], Container[str]],
+    *,
+    clock: Clock = system_clock,
+) -> ExternalTokens | None:
+    """The external-token verifier for ``identity.authn``; None when no IdP is configured."""
+    idps = build_idps(settings, http, clock=clock)
+    if not idps:
+        return None
+    return ExternalTokens(
+        idps,
+        provisioner,
+        own_issuer=settings.issuer,
+        own_kids=own_kids,
+        clock_skew=settings.clock_skew,
+        clock=clock,
+    )

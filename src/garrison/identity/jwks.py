@@ -1,0 +1,113 @@
+"""A provider's JWKS, fetched over HTTP and cached (A10, A11).
+
+Keys are fetched on first use and kept ``ttl`` seconds. A token naming an unknown ``kid`` (the
+provider rotated) triggers a refetch, but at most once every ``min_refetch`` seconds, so a flood of
+tokens with made-up ``kid`` values cannot turn Garrison into a traffic amplifier against the
+provider. A failed fetch keeps the last good keys; only asymmetric signing keys are ever taken
+from a JWKS (``jws.jwk_verifier``), so a symmetric ``oct`` key in a JWKS is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+
+from garrison.clock import Clock, system_clock
+from garrison.errors import UnavailableError
+from garrison.identity.jws import jwk_verifier
+from garrison.keys.algorithms import Verifier
+
+log = logging.getLogger("garrison.jwks")
+
+MAX_JWKS_BYTES = 256 * 1024
+FETCH_TIMEOUT = 5.0
+
+
+def fetch_json(http: httpx.Client, url: str, *, max_bytes: int = MAX_JWKS_BYTES) -> Any:
+    """GET a JSON document; ``UnavailableError`` for any failure (never a stack trace)."""
+    try:
+        response = http.get(url, timeout=FETCH_TIMEOUT, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise UnavailableError(f"cannot fetch {url}: {type(exc).__name__}") from None
+    if response.status_code != 200 or len(response.content) > max_bytes:
+        raise UnavailableError(f"cannot fetch {url}: HTTP {response.status_code}")
+    try:
+        return response.json()
+    except ValueError:
+        raise UnavailableError(f"cannot fetch {url}: not JSON") from None
+
+
+class RemoteJwks:
+    def __init__(
+        self,
+        url: str,
+        http: httpx.Client,
+        *,
+        ttl: float = 3600,
+        min_refetch: float = 30,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.url = url
+        self.http = http
+        self.ttl = ttl
+        self.min_refetch = min_refetch
+        self.clock = clock
+        self._keys: dict[str, tuple[str, Verifier]] = {}
+        self._unnamed: list[tuple[str, Verifier]] = []
+        self._fetched_at: float | None = None
+        self._attempted_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def lookup(self, kid: str | None, alg: str) -> Verifier | None:
+        """The verifier of key ``kid`` for ``alg``; a key without a ``kid`` only when it is the
+        only key of that algorithm."""
+        now = self.clock()
+        if self._fetched_at is None or now >= self._fetched_at + self.ttl:
+            self._refresh(now)
+        entry = self._find(kid, alg)
+        if entry is None and self._refresh(now):
+            entry = self._find(kid, alg)
+        return entry
+
+    def _find(self, kid: str | None, alg: str) -> Verifier | None:
+        if kid is None:
+            matching = [v for a, v in (*self._keys.values(), *self._unnamed) if a == alg]
+            return matching[0] if len(matching) == 1 else None
+        entry = self._keys.get(kid)
+        return entry[1] if entry is not None and entry[0] == alg else None
+
+    def _refresh(self, now: float) -> bool:
+        """Fetch again unless a fetch was tried in the last ``min_refetch`` seconds."""
+        with self._lock:
+            if now - self._attempted_at < self.min_refetch:
+                return False
+            self._attempted_at = now
+            try:
+                document = fetch_json(self.http, self.url)
+            except UnavailableError as exc:
+                log.warning("JWKS fetch failed: %s", exc.detail)
+                return False
+            self._keys, self._unnamed = _parse(document)
+            self._fetched_at = now
+            return True
+
+
+def _parse(document: Any) -> tuple[dict[str, tuple[str, Verifier]], list[tuple[str, Verifier]]]:
+    keys = document.get("keys") if isinstance(document, dict) else None
+    named: dict[str, tuple[str, Verifier]] = {}
+    unnamed: list[tuple[str, Verifier]] = []
+    for jwk in keys if isinstance(keys, list) else ():
+        if not isinstance(jwk, dict):
+            continue
+        parsed = jwk_verifier(jwk)
+        if parsed is None:
+            continue
+        kid = jwk.get("kid")
+        if isinstance(kid, str):
+            named[kid] = parsed
+        else:
+            unnamed.append(parsed)
+    return named, unnamed

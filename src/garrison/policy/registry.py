@@ -1,0 +1,144 @@
+"""The action registry (Z1, Z2, Z5): roles with inheritance, registered actions, routes.
+
+Every action a caller can ask for is named here with ``requires_auth``, ``required_roles`` and its
+required parameters; anything else is unknown and denied before any policy runs, so no policy can
+open an unregistered action. When ``garrison.toml`` declares no roles and actions, the packaged
+support-desk set (``defaults/registry.toml``) is the default.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from garrison.config.settings import ActionDef, RoleDef, RouteDef, Settings
+from garrison.errors import ConfigError
+from garrison.policy.model import RouteMatch
+
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+DEFAULT_REGISTRY = DEFAULTS_DIR / "registry.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    roles: Mapping[str, RoleDef]
+    actions: Mapping[str, ActionDef]
+    routes: tuple[RouteDef, ...]
+    #: role -> itself plus every role it includes, transitively
+    closure: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def build(
+        cls,
+        roles: Mapping[str, RoleDef],
+        actions: Mapping[str, ActionDef],
+        routes: Iterable[RouteDef],
+    ) -> Registry:
+        routes = tuple(routes)
+        _check(roles, actions, routes)
+        closure = {name: _closure(name, roles) for name in roles}
+        ordered = tuple(sorted(routes, key=lambda r: len(_route_prefix(r.prefix)), reverse=True))
+        return cls(dict(roles), dict(actions), ordered, closure)
+
+    def effective_roles(self, roles: Iterable[str]) -> frozenset[str]:
+        """The roles held plus all they include; a role the registry does not know grants nothing
+        beyond its own name."""
+        out: set[str] = set()
+        for role in roles:
+            out |= self.closure.get(role, frozenset((role,)))
+        return frozenset(out)
+
+    def permissions_for(self, roles: Sequence[str]) -> list[str]:
+        """The actions these roles may call (role-wise; policies may still deny a given call)."""
+        held = self.effective_roles(roles)
+        return sorted(
+            name
+            for name, action in self.actions.items()
+            if not action.required_roles or held & set(action.required_roles)
+        )
+
+    def match_route(self, method: str, path: str) -> RouteMatch | None:
+        """The longest registered prefix (segment-wise) that matches the normalised path."""
+        clean = normalise_path(path)
+        verb = method.upper()
+        for route in self.routes:
+            if route.methods and verb not in route.methods:
+                continue
+            prefix = _route_prefix(route.prefix)
+            if prefix in ("/", clean) or clean.startswith(prefix + "/"):
+                return RouteMatch(route.action, route)
+        return None
+
+
+def normalise_path(path: str) -> str:
+    """Collapse ``//``, ``.`` and ``..`` so ``/public/../admin`` is matched as ``/admin``."""
+    clean = posixpath.normpath("/" + path.split("?", 1)[0])
+    return "/" + clean.lstrip("/")
+
+
+def _route_prefix(prefix: str) -> str:
+    """``/admin/*``, ``/admin/`` and ``/admin`` all name the ``/admin`` subtree."""
+    return normalise_path(prefix.rstrip("*"))
+
+
+def _closure(role: str, roles: Mapping[str, RoleDef]) -> frozenset[str]:
+    seen: set[str] = set()
+    todo = [role]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(roles[name].includes if name in roles else ())
+    return frozenset(seen)
+
+
+def _check(
+    roles: Mapping[str, RoleDef], actions: Mapping[str, ActionDef], routes: Sequence[RouteDef]
+) -> None:
+    problems: list[str] = []
+    for name, role in roles.items():
+        problems += [
+            f"roles.{name}: includes unknown role {r!r}" for r in role.includes if r not in roles
+        ]
+    for name, action in actions.items():
+        for field in ("required_roles", "owner_exempt_roles"):
+            problems += [
+                f"actions.{name!r}.{field}: unknown role {r!r}"
+                for r in getattr(action, field)
+                if r not in roles
+            ]
+    for i, route in enumerate(routes):
+        if not route.prefix.startswith("/"):
+            problems.append(f"routes[{i}].prefix: must start with '/'")
+        if route.action not in actions:
+            problems.append(f"routes[{i}].action: {route.action!r} is not a registered action")
+    if problems:
+        raise ConfigError(problems)
+
+
+def registry_from_settings(settings: Settings) -> Registry:
+    """The registry ``garrison.toml`` declares, or the packaged default when it declares none."""
+    if settings.roles or settings.actions:
+        return Registry.build(settings.roles, settings.actions, settings.routes)
+    return load_registry_file(DEFAULT_REGISTRY, extra_routes=settings.routes)
+
+
+def load_registry_file(path: Path, *, extra_routes: Iterable[RouteDef] = ()) -> Registry:
+    """A registry from a TOML file holding ``[roles]``, ``[actions]`` and ``[[routes]]``."""
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the action registry: {exc}"]) from None
+    try:
+        roles = {k: RoleDef.model_validate(v) for k, v in data.get("roles", {}).items()}
+        actions = {k: ActionDef.model_validate(v) for k, v in data.get("actions", {}).items()}
+        routes = [RouteDef.model_validate(v) for v in data.get("routes", [])]
+    except PydanticValidationError as exc:
+        raise ConfigError([f"{path}: {err['loc']}: {err['msg']}" for err in exc.errors()]) from None
+    return Registry.build(roles, actions, [*routes, *extra_routes])

@@ -1,0 +1,190 @@
+"""Decision tables (Z4): the unit tests that live beside the policies they test.
+
+A policy directory may hold ``tests/*.toml`` files of ``[[case]]`` entries::
+
+    [[case]]
+    name = "support cannot delete users"
+    subject = { id = "u1", roles = ["support"], tenant = "acme" }   # omit: anonymous
+    action = "user.delete"
+    resource = { type = "user", id = "u2", tenant = "acme" }        # optional
+    params = { reason = "gdpr" }                                    # optional
+    tenant = "acme"                                                 # optional: acting tenant
+    allow = false
+    reasons = ["role mismatch: user.delete requires admin"]         # optional: exact, in order
+
+``run_policy_tests`` validates the policies against the schema, then decides every case with a
+fresh, uncached ``Authorizer``; the report lists each failure with what was expected and got.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from garrison.errors import ConfigError
+from garrison.policy.authorizer import Authorizer
+from garrison.policy.model import Decision, Resource
+from garrison.policy.registry import Registry
+from garrison.principal import Principal, Via
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubjectSpec(_Strict):
+    id: str = Field(min_length=1)
+    roles: tuple[str, ...] = ()
+    tenant: str | None = None
+    via: Via = "jwt"
+    scopes: tuple[str, ...] | None = None
+
+    def principal(self) -> Principal:
+        scopes = frozenset(self.scopes) if self.scopes is not None else None
+        return Principal(
+            self.id, self.id, frozenset(self.roles), self.tenant, self.via, scopes=scopes
+        )
+
+
+class ResourceSpec(_Strict):
+    type: str | None = None
+    id: str | None = None
+    tenant: str | None = None
+    owner: str | None = None
+
+
+class Case(_Strict):
+    name: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    subject: SubjectSpec | None = None
+    resource: ResourceSpec | None = None
+    params: dict[str, Any] | None = None
+    tenant: str | None = None
+    allow: bool
+    reasons: tuple[str, ...] | None = None
+    source: str = ""
+
+    def decide(self, authorizer: Authorizer) -> Decision:
+        return authorizer.decide(
+            self.subject.principal() if self.subject else None,
+            self.action,
+            resource=Resource(**self.resource.model_dump()) if self.resource else None,
+            params=self.params,
+            tenant=self.tenant,
+        )
+
+    def mismatch(self, got: Decision) -> str | None:
+        """Why ``got`` fails this case, or None when it passes."""
+        if got.allow != self.allow:
+            verdict = "allow" if got.allow else f"deny {list(got.reasons)}"
+            return f"expected {'allow' if self.allow else 'deny'}, got {verdict}"
+        if self.reasons is not None and tuple(got.reasons) != self.reasons:
+            return f"expected reasons {list(self.reasons)}, got {list(got.reasons)}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    case: Case
+    decision: Decision
+    problem: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True, slots=True)
+class TestReport:
+    directory: Path
+    policy_version: str | None
+    problems: tuple[str, ...]  # policies that do not load, or tables that do not parse
+    results: tuple[CaseResult, ...]
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.failed and bool(self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "policy_version": self.policy_version,
+            "ok": self.ok,
+            "passed": len(self.results) - len(self.failed),
+            "failed": len(self.failed),
+            "problems": list(self.problems),
+            "cases": [
+                {
+                    "name": r.case.name,
+                    "source": r.case.source,
+                    "passed": r.passed,
+                    "allow": r.decision.allow,
+                    "reasons": list(r.decision.reasons),
+                    "problem": r.problem,
+                }
+                for r in self.results
+            ],
+        }
+
+
+def load_cases(directory: Path) -> list[Case]:
+    """Every ``[[case]]`` of ``directory/tests/*.toml``; ``ConfigError`` lists the bad ones."""
+    cases: list[Case] = []
+    problems: list[str] = []
+    for path in sorted((directory / "tests").glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        for index, raw in enumerate(data.get("case", [])):
+            where = f"{path.name}[{index}]"
+            try:
+                cases.append(Case.model_validate({**_mapping(raw), "source": where}))
+            except (PydanticValidationError, TypeError) as exc:
+                problems.append(f"{where}: {_short(exc)}")
+    if problems:
+        raise ConfigError(problems)
+    return cases
+
+
+def _mapping(raw: object) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise TypeError("a case must be a table")
+    return raw
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, PydanticValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+def run_policy_tests(registry: Registry, directory: Path) -> TestReport:
+    """Validate the policies in ``directory`` and decide every case of its decision tables."""
+    try:
+        authorizer = Authorizer(registry, directory, cache_size=0)
+    except ConfigError as exc:
+        return TestReport(directory, None, exc.problems, ())
+    try:
+        cases = load_cases(directory)
+    except ConfigError as exc:
+        return TestReport(directory, authorizer.version, exc.problems, ())
+    problems: tuple[str, ...] = ()
+    if not cases:
+        problems = (f"{directory / 'tests'}: no decision tables (tests/*.toml with [[case]])",)
+    results = []
+    for case in cases:
+        decision = case.decide(authorizer)
+        results.append(CaseResult(case, decision, case.mismatch(decision)))
+    return TestReport(directory, authorizer.version, problems, tuple(results))

@@ -1,0 +1,153 @@
+"""What Garrison holds about one person, and how it is erased (V4).
+
+The export is everything stored about the user: profile, sessions (refresh families), API keys,
+secrets they created (names only) and the audit records they are the actor of, directly or through
+one of their API keys. It never contains a password hash, a token or key hash, an API key's lookup
+part, or a secret value: those are credentials, not personal data, and an export file travels.
+
+Erasure deletes the user, their refresh tokens and families and their API keys in one transaction.
+Audit records stay as they are: the hash chain must keep verifying (L7), and they name the user
+only by an id that no longer resolves to anyone. The erasure itself is audited by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from garrison.errors import ConflictError, NotFoundError
+from garrison.storage.bus import InvalidationBus
+from garrison.storage.db import Database
+from garrison.storage.schema import (
+    api_keys,
+    audit_log,
+    refresh_families,
+    refresh_tokens,
+    users,
+    vault_secrets,
+)
+
+EXPORT_FORMAT = "garrison-user-export/1"
+_USER_FIELDS = (
+    "id", "username", "email", "roles", "tenant", "active", "external_subject",
+    "created_at", "updated_at", "tokens_valid_after",
+)  # fmt: skip
+_SESSION_FIELDS = ("id", "tenant", "created_at", "expires_at", "revoked_at", "revoked_reason")
+_KEY_FIELDS = (
+    "id", "name", "scopes", "tenant", "created_at", "expires_at", "revoked_at", "last_used_at",
+)  # fmt: skip
+_AUDIT_FIELDS = (
+    "seq", "ts", "action", "actor", "tenant", "ip", "user_agent", "outcome", "reason",
+    "request_id", "details",
+)  # fmt: skip
+_SECRET_FIELDS = ("name", "tenant", "created_at", "updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    user_id: str
+    username: str
+    sessions: int
+    api_keys: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pick(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    mapping = row._mapping
+    return {name: mapping[name] for name in names}
+
+
+def _user_row(conn: sa.Connection, user_id: str) -> Any:
+    row = conn.execute(sa.select(users).where(users.c.id == user_id)).first()
+    if row is None:
+        raise NotFoundError("no such user")
+    return row
+
+
+def export_user(db: Database, user_id: str, *, now: float) -> dict[str, Any]:
+    """Everything held about ``user_id`` as one JSON-ready document (one consistent read)."""
+    with db.begin() as conn:
+        row = _user_row(conn, user_id)
+        profile = _pick(row, _USER_FIELDS) | {"has_password": row.password_hash is not None}
+        sessions = [
+            _pick(r, _SESSION_FIELDS)
+            for r in conn.execute(
+                sa.select(refresh_families)
+                .where(refresh_families.c.user_id == user_id)
+                .order_by(refresh_families.c.created_at)
+            )
+        ]
+        keys = [
+            _pick(r, _KEY_FIELDS)
+            for r in conn.execute(
+                sa.select(api_keys)
+                .where(api_keys.c.user_id == user_id)
+                .order_by(api_keys.c.created_at)
+            )
+        ]
+        secrets = [
+            _pick(r, _SECRET_FIELDS)
+            for r in conn.execute(
+                sa.select(vault_secrets)
+                .where(vault_secrets.c.created_by == user_id)
+                .order_by(vault_secrets.c.name)
+            )
+        ]
+        audit = list(_audit_records(conn, [user_id, *(k["id"] for k in keys)]))
+    return {
+        "format": EXPORT_FORMAT,
+        "exported_at": now,
+        "user": profile,
+        "sessions": sessions,
+        "api_keys": keys,
+        "vault_secrets_created": secrets,
+        "audit_records": audit,
+    }
+
+
+def _audit_records(conn: sa.Connection, actors: list[str]) -> Iterator[dict[str, Any]]:
+    rows = conn.execution_options(yield_per=1000).execute(
+        sa.select(*[audit_log.c[n] for n in _AUDIT_FIELDS])
+        .where(audit_log.c.actor.in_(actors))
+        .order_by(audit_log.c.seq)
+    )
+    for row in rows:
+        yield _pick(row, _AUDIT_FIELDS)
+
+
+def erase_user(db: Database, bus: InvalidationBus, user_id: str) -> ErasureReport:
+    """Delete the user with their sessions and API keys; the last admin is refused."""
+    with db.begin(immediate=True) as conn:
+        row = _user_row(conn, user_id)
+        if "admin" in (row.roles or ()) and _admins(conn) <= 1:
+            raise ConflictError("the last admin cannot be deleted; make another admin first")
+        families = list(
+            conn.execute(
+                sa.select(refresh_families.c.id).where(refresh_families.c.user_id == user_id)
+            ).scalars()
+        )
+        key_ids = list(
+            conn.execute(sa.select(api_keys.c.id).where(api_keys.c.user_id == user_id)).scalars()
+        )
+        if families:
+            conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.family_id.in_(families)))
+            conn.execute(sa.delete(refresh_families).where(refresh_families.c.id.in_(families)))
+        conn.execute(sa.delete(api_keys).where(api_keys.c.user_id == user_id))
+        conn.execute(sa.delete(users).where(users.c.id == user_id))
+    # caches on every replica drop the user, its sessions and keys now, not at their TTL
+    bus.publish("user", user_id)
+    for family in families:
+        bus.publish("family", family)
+    for key_id in key_ids:
+        bus.publish("apikey", key_id)
+    return ErasureReport(user_id, row.username, len(families), len(key_ids))
+
+
+def _admins(conn: sa.Connection) -> int:
+    roles = conn.execute(sa.select(users.c.roles)).scalars()
+    return sum(1 for held in roles if "admin" in (held or ()))

@@ -1,0 +1,161 @@
+"""Least-privilege PostgreSQL roles (T4): migrator, app_rw, app_ro; and the runtime's self-check.
+
+- **migrator** owns the tables and runs ``garrison db upgrade``. As owner it is not subject to row
+  security (policies are enabled, not forced), which migrations need.
+- **app_rw** is what the service connects as: read and write rows, no DDL, not an owner, not a
+  superuser, no BYPASSRLS, so every tenant-scoped table is filtered by ``garrison.tenant``. The audit
+  log is append-only for it (no UPDATE).
+- **app_ro** reads (reports, ``audit query``), also under row security.
+
+``role_sql`` is the SQL ``garrison db roles`` runs (or prints with ``--dry-run``): idempotent, so it
+can run again after a migration to hand new tables to the migrator and grant them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy as sa
+
+from garrison.errors import ConfigError, GarrisonError, ValidationError
+from garrison.storage.db import Database
+from garrison.storage.schema import TENANT_TABLES
+
+_ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: Tables whose history the service may append to but never rewrite (L7).
+APPEND_ONLY_TABLES: tuple[str, ...] = ("audit_log", "audit_checkpoints")
+
+
+@dataclass(frozen=True, slots=True)
+class RoleNames:
+    migrator: str = "garrison_migrator"
+    app_rw: str = "garrison_app_rw"
+    app_ro: str = "garrison_app_ro"
+
+    def __post_init__(self) -> None:
+        for name in (self.migrator, self.app_rw, self.app_ro):
+            if not _ROLE_RE.match(name):
+                raise ValidationError(f"role name {name!r}: lower-case letters, digits, '_' only")
+        if len({self.migrator, self.app_rw, self.app_ro}) != 3:
+            raise ValidationError("the three role names must differ")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _create(name: str) -> str:
+    attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+    return (
+        f"DO $$ BEGIN\n"
+        f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN\n"
+        f"    CREATE ROLE {_q(name)} {attrs};\n"
+        f"  ELSE\n"
+        f"    ALTER ROLE {_q(name)} {attrs};\n"
+        f"  END IF;\n"
+        f"END $$"
+    )
+
+
+def role_sql(names: RoleNames, database: str, schema: str = "public") -> list[str]:
+    """The statements, in order; role names are validated, so quoting them is enough."""
+    if not _ROLE_RE.match(schema):
+        raise ValidationError(f"schema name {schema!r}: lower-case letters, digits, '_' only")
+    m, rw, ro, s = _q(names.migrator), _q(names.app_rw), _q(names.app_ro), _q(schema)
+    statements = [_create(n) for n in (names.migrator, names.app_rw, names.app_ro)]
+    statements += [
+        f"REVOKE ALL ON DATABASE {_q(database)} FROM PUBLIC",
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {_q(database)} TO {m}, {rw}, {ro}",
+        f"REVOKE CREATE ON SCHEMA {s} FROM PUBLIC",
+        f"GRANT USAGE, CREATE ON SCHEMA {s} TO {m}",
+        f"GRANT USAGE ON SCHEMA {s} TO {rw}, {ro}",
+        # existing tables and sequences move to the migrator
+        _reassign_owner(names.migrator, schema),
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {rw}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {rw}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {ro}",
+        # tables the migrator creates later get the same grants
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {m} IN SCHEMA {s} "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {rw}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {m} IN SCHEMA {s} "
+        f"GRANT USAGE, SELECT ON SEQUENCES TO {rw}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {m} IN SCHEMA {s} GRANT SELECT ON TABLES TO {ro}",
+    ]
+    statements += [_revoke_update(t, schema, rw) for t in APPEND_ONLY_TABLES]
+    return statements
+
+
+def _reassign_owner(owner: str, schema: str) -> str:
+    # both names passed _ROLE_RE (role_sql checks the schema name), so they are plain identifiers
+    return (
+        "DO $$ DECLARE r record; BEGIN\n"  # noqa: S608
+        "  FOR r IN SELECT c.relname FROM pg_class c\n"
+        "    JOIN pg_namespace n ON n.oid = c.relnamespace\n"
+        f"    WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p') LOOP\n"
+        # a table's serial sequences follow it to the new owner
+        "    EXECUTE format('ALTER TABLE %I.%I OWNER TO %I',\n"
+        f"                   '{schema}', r.relname, '{owner}');\n"
+        "  END LOOP;\n"
+        "END $$"
+    )
+
+
+def _revoke_update(table: str, schema: str, role: str) -> str:
+    return (
+        f"DO $$ BEGIN IF to_regclass('{schema}.{table}') IS NOT NULL THEN "
+        f"REVOKE UPDATE ON {_q(schema)}.{_q(table)} FROM {role}; END IF; END $$"
+    )
+
+
+def create_roles(db: Database, names: RoleNames) -> list[str]:
+    """Run ``role_sql`` on ``db`` (connected as a superuser or the database owner)."""
+    if not db.is_postgres:
+        raise ConfigError(["DATABASE_URL: database roles exist only on PostgreSQL"])
+    database = db.engine.url.database or ""
+    statements = role_sql(names, database)
+    try:
+        with db.engine.begin() as conn:
+            cursor = conn.connection.cursor()  # the driver's own: '%I' in format() is not a param
+            for statement in statements:
+                cursor.execute(statement)
+    except (sa.exc.DBAPIError, psycopg.Error) as exc:
+        raise GarrisonError(f"creating database roles failed: {exc}") from None
+    return statements
+
+
+def runtime_role_problems(db: Database) -> list[str]:
+    """Why the service's database login is too powerful for production (empty: it is fine)."""
+    if not db.is_postgres:
+        return []
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT current_user AS name, rolsuper, rolbypassrls FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+        ).one()
+        owned = (
+            conn.execute(
+                sa.text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tableowner = current_user AND tablename = ANY(:names)"
+                ),
+                {"names": list(TENANT_TABLES)},
+            )
+            .scalars()
+            .all()
+        )
+    problems: list[str] = []
+    hint = "connect as the app_rw role (`garrison db roles`)"
+    if row.rolsuper:
+        problems.append(f"DATABASE_URL: connects as superuser {row.name!r}; {hint}")
+    elif row.rolbypassrls:
+        problems.append(f"DATABASE_URL: role {row.name!r} bypasses row-level security; {hint}")
+    if owned:
+        problems.append(
+            f"DATABASE_URL: role {row.name!r} owns {', '.join(sorted(owned))}, so row-level "
+            f"security does not bind it; {hint}"
+        )
+    return problems

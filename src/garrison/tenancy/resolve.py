@@ -1,0 +1,58 @@
+"""Which tenant a request acts in (T1, T2): the token's tenant, checked against ``X-Tenant-ID``.
+
+- A tenant-bound identity (admins included) acts only in its own tenant; a header naming another
+  tenant is a ``tenant mismatch``.
+- A platform-scoped identity (no tenant) acts in platform scope; only a platform admin may name a
+  tenant in the header and act in it. Anyone else naming a tenant is a ``tenant mismatch``.
+- With ``REQUIRE_TENANT_HEADER`` a tenant-bound identity must send the header (``missing tenant
+  header``). A platform identity has no tenant to send, so it is not asked for one.
+
+Pure functions: no I/O, no settings; the caller says whether the header is required.
+"""
+
+from __future__ import annotations
+
+import re
+
+from garrison.errors import ForbiddenError
+from garrison.principal import Principal
+
+TENANT_MISMATCH = "tenant mismatch"
+MISSING_TENANT_HEADER = "missing tenant header"
+PLATFORM_ADMIN_ROLE = "admin"
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def resolve_tenant(principal: Principal, header: str | None, *, required: bool) -> str | None:
+    """The effective tenant (None: platform scope), or ``ForbiddenError`` with the reason."""
+    named = (header or "").strip() or None
+    if principal.tenant is not None:
+        if named is None:
+            if required:
+                raise ForbiddenError(
+                    "send X-Tenant-ID with your tenant", reasons=[MISSING_TENANT_HEADER]
+                )
+            return principal.tenant
+        if named != principal.tenant:
+            raise ForbiddenError(
+                "X-Tenant-ID does not match the token's tenant", reasons=[TENANT_MISMATCH]
+            )
+        return principal.tenant
+    if named is None:
+        return None
+    if PLATFORM_ADMIN_ROLE not in principal.roles or not _TENANT_RE.match(named):
+        raise ForbiddenError(
+            "only a platform admin may act in a named tenant", reasons=[TENANT_MISMATCH]
+        )
+    return named
+
+
+def same_tenant(acting_in: str | None, record_tenant: str | None) -> bool:
+    """A record is visible only in its own tenant; untagged records only in platform scope (T3)."""
+    return acting_in == record_tenant
+
+
+def check_same_tenant(acting_in: str | None, record_tenant: str | None) -> None:
+    if not same_tenant(acting_in, record_tenant):
+        raise ForbiddenError("the record belongs to another tenant", reasons=[TENANT_MISMATCH])

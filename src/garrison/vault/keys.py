@@ -1,0 +1,81 @@
+"""The vault's key-encryption keys (V1, V3): the current one wraps, every configured one unwraps.
+
+``SECRET_ENCRYPTION_KEY`` is the current KEK; ``GARRISON_SECRET_ENCRYPTION_KEYS_OLD`` (comma-separated)
+lists the previous ones, which keep decrypting until ``garrison vault rewrap`` has moved every data
+key to the current KEK. A key's *version* is a 31-bit fingerprint of the key itself, not its position
+in a list: reordering the settings or dropping an old key can never make a version name the wrong
+key, and a row whose version is not configured fails to open instead of being tried against others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from garrison.config.checks import secret_problem
+from garrison.config.settings import Settings
+from garrison.errors import ConfigError
+from garrison.keys.sealing import derive_key
+
+#: HKDF purposes: the KEK itself, and the (non-secret) fingerprint that names its version.
+KEK_PURPOSE = b"vault-kek"
+_VERSION_PURPOSE = b"vault-kek-version"
+OLD_KEYS_SETTING = "GARRISON_SECRET_ENCRYPTION_KEYS_OLD"
+
+
+def key_version(secret: str) -> int:
+    """A stable, positive 31-bit id for ``secret`` (fits the ``key_version`` INTEGER column)."""
+    digest = derive_key(secret, _VERSION_PURPOSE)
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF or 1
+
+
+def split_old_keys(raw: str | None) -> list[str]:
+    """The comma-separated list of previous keys, blanks ignored."""
+    return [part.strip() for part in (raw or "").split(",") if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """KEKs by version; ``current`` is the version new data keys are wrapped under."""
+
+    current: int
+    keks: Mapping[int, bytes]
+
+    @classmethod
+    def from_secrets(
+        cls, current: str, old: Iterable[str] = (), *, production: bool = False
+    ) -> KeySet:
+        """Derive every KEK; in production each old key must be as strong as a current one (C2)."""
+        old = list(old)
+        if production:
+            problems = [
+                f"{OLD_KEYS_SETTING}[{i}]: {problem.split(': ', 1)[1]}"
+                for i, value in enumerate(old)
+                if (problem := secret_problem(OLD_KEYS_SETTING, value))
+            ]
+            if problems:
+                raise ConfigError(problems)
+        keks = {key_version(secret): derive_key(secret, KEK_PURPOSE) for secret in old}
+        version = key_version(current)
+        keks[version] = derive_key(current, KEK_PURPOSE)
+        return cls(version, keks)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, current: str) -> KeySet:
+        """``current`` is the resolved ``SECRET_ENCRYPTION_KEY`` (``garrison.app.vault_secret``)."""
+        old = settings.secret_encryption_keys_old
+        return cls.from_secrets(
+            current,
+            split_old_keys(old.get_secret_value() if old else None),
+            production=settings.production,
+        )
+
+    def kek(self, version: int) -> bytes | None:
+        return self.keks.get(version)
+
+    @property
+    def current_kek(self) -> bytes:
+        return self.keks[self.current]
+
+    def knows(self, version: int) -> bool:
+        return version in self.keks

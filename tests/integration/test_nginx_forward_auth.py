@@ -1,0 +1,175 @@
+"""nginx ``auth_request`` in front of a backend, with Garrison's /verify deciding (E8, E5, E2, E4).
+
+Real nginx (deploy/nginx/*.template), real ``garrison serve``, an echoing upstream: what the backend
+receives is checked, including that a client cannot hand it identity headers or a forged address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.edge_support import (
+    Child,
+    create_user,
+    echo_upstream,
+    garrison_env,
+    hostport,
+    nginx,
+    routes_toml,
+    token,
+)
+from tests.support import LiveServer
+
+SPOOFED = {
+    "X-Auth-User": "root",
+    "X-Auth-Subject": "0",
+    "X-Auth-Tenant": "globex",
+    "X-Auth-Roles": "admin",
+}
+
+
+@dataclass
+class Stack:
+    edge: Child
+    garrison: LiveServer
+    support_token: str
+    user_token: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp: Path = tmp_path_factory.mktemp("nginx-fa")
+    with echo_upstream() as upstream:
+        env = garrison_env(
+            tmp,
+            routes_toml(),
+            GARRISON_TRUSTED_PROXIES="127.0.0.1/32",
+            GARRISON_CORS_ORIGINS="https://app.example.com",
+        )
+        create_user(env, "sam", "--role", "support", "--tenant", "acme")
+        create_user(env, "uma", "--role", "user")
+        with (
+            LiveServer(env) as server,
+            nginx(
+                "forward-auth.conf.template",
+                tmp,
+                GARRISON=hostport(server.url),
+                BACKEND=hostport(upstream),
+            ) as edge,
+        ):
+            yield Stack(edge, server, token(server.url, "sam"), token(server.url, "uma"))
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+@pytest.mark.req("E8")
+def test_allowed_request_reaches_backend_with_identity(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.edge.url}/api/tickets/7?x=1", headers=bearer(stack.support_token), content=b"hi"
+    )
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert seen["path"] == "/api/tickets/7?x=1"
+    assert seen["body_len"] == 2
+    assert seen["headers"]["x-auth-user"] == "sam"
+    assert seen["headers"]["x-auth-tenant"] == "acme"
+    assert seen["headers"]["x-auth-roles"] == "support"
+    assert seen["headers"]["x-auth-subject"]
+
+
+@pytest.mark.req("E8", "A8")
+def test_spoofed_identity_headers_never_reach_backend(stack: Stack) -> None:
+    allowed = httpx.get(
+        f"{stack.edge.url}/api/tickets/7", headers={**SPOOFED, **bearer(stack.support_token)}
+    ).json()
+    assert allowed["headers"]["x-auth-user"] == "sam"
+    assert allowed["headers"]["x-auth-roles"] == "support"
+    assert [k for k, _ in allowed["header_list"]].count("x-auth-user") == 1
+    anonymous = httpx.get(f"{stack.edge.url}/public/status", headers=SPOOFED).json()
+    assert not {k for k in anonymous["headers"] if k.startswith("x-auth-")}
+
+
+@pytest.mark.req("E8")
+def test_no_credentials_is_401_with_challenge(stack: Stack) -> None:
+    response = httpx.get(f"{stack.edge.url}/api/tickets/7", headers=SPOOFED)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.req("E8", "Z1")
+def test_denied_request_is_403_with_reason(stack: Stack) -> None:
+    response = httpx.get(f"{stack.edge.url}/api/tickets/7", headers=bearer(stack.user_token))
+    assert response.status_code == 403
+    assert response.headers["x-auth-deny-reason"].startswith("role mismatch")
+
+
+@pytest.mark.req("E8", "Z2")
+def test_path_tricks_do_not_reach_a_public_prefix(stack: Stack) -> None:
+    for path in ("/public/../api/tickets/7", "/public/%2e%2e/api/tickets/7"):
+        response = httpx.get(f"{stack.edge.url}{path}")
+        assert response.status_code == 401, path
+
+
+@pytest.mark.req("E5", "E3", "E8")
+def test_forged_forwarded_for_cannot_escape_the_per_ip_limit(stack: Stack) -> None:
+    codes = [
+        httpx.get(
+            f"{stack.edge.url}/api/ip-limited/x", headers={"X-Forwarded-For": f"10.9.9.{i}"}
+        ).status_code
+        for i in range(5)
+    ]
+    assert codes[:3] == [200, 200, 200]
+    assert codes[3:] == [429, 429]
+    refused = httpx.get(f"{stack.edge.url}/api/ip-limited/x")
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.req("E5")
+def test_backend_sees_the_real_client_address(stack: Stack) -> None:
+    seen = httpx.get(
+        f"{stack.edge.url}/api/tickets/1",
+        headers={"X-Forwarded-For": "6.6.6.6", **bearer(stack.support_token)},
+    ).json()
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+
+
+@pytest.mark.req("E2", "E8")
+def test_cors_preflight_allowed_and_foreign(stack: Stack) -> None:
+    preflight = {"Access-Control-Request-Method": "POST"}
+    allowed = httpx.options(
+        f"{stack.edge.url}/api/tickets/7",
+        headers={"Origin": "https://app.example.com", **preflight},
+    )
+    assert allowed.status_code == 200  # reached the backend, which answers its own preflight
+    assert allowed.json()["method"] == "OPTIONS"
+    foreign = httpx.options(
+        f"{stack.edge.url}/api/tickets/7", headers={"Origin": "https://evil.example", **preflight}
+    )
+    assert foreign.status_code == 403
+    assert foreign.headers["x-auth-deny-reason"] == "origin not allowed"
+
+
+@pytest.mark.req("E4")
+def test_oversized_and_chunked_bodies_are_refused(stack: Stack) -> None:
+    big = httpx.post(
+        f"{stack.edge.url}/api/tickets/7",
+        headers=bearer(stack.support_token),
+        content=b"x" * (2 << 20),
+    )
+    assert big.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 65536
+
+    chunked = httpx.post(
+        f"{stack.edge.url}/api/tickets/7", headers=bearer(stack.support_token), content=chunks()
+    )
+    assert chunked.status_code == 413

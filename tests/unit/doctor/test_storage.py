@@ -1,0 +1,203 @@
+"""Storage checks on a real PostgreSQL: roles, row security, migrations, keys, passwords, audit
+(O4, T4, O2, C5, A1, L7). The configured DATABASE_URL carries ``sslmode=require``; the local test
+server has no TLS, so the storage checks connect through ``storage_url`` (the same database without
+sslmode) while the configuration checks judge the configured string."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from garrison.audit.event import AuditEvent
+from garrison.audit.writer import AuditWriter
+from garrison.doctor import DoctorContext, Status
+from garrison.identity.passwords import HASHER
+from garrison.identity.users import UserStore
+from garrison.keys.keyring import DAY, Keyring
+from garrison.storage.bus import InvalidationBus
+from garrison.storage.db import Database
+from tests.support import free_port
+from tests.unit.doctor.conftest import LoadSettings, RoleDatabase, production_env, run_ids
+
+STORAGE_IDS = (
+    "operations.database-reachable",
+    "operations.migrations",
+    "tenancy.runtime-role",
+    "tenancy.row-level-security",
+    "audit.persistent-log",
+    "audit.chain",
+)
+T0 = 1_800_000_000.0
+
+
+def context(load: LoadSettings, storage_url: str, **kw: object) -> DoctorContext:
+    settings = load(**production_env(storage_url + "?sslmode=require"))
+    return DoctorContext(settings, storage_url=storage_url, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.req("O4", "T4", "O2", "L1", "L7", "C3")
+def test_a_least_privilege_production_database_passes(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    ctx = context(load, role_database.app_url)
+    results = run_ids(ctx, *STORAGE_IDS, "operations.database-url")
+    assert {i: c.status for i, c in results.items()} == dict.fromkeys(
+        (*STORAGE_IDS, "operations.database-url"), Status.PASS
+    ), results
+
+
+@pytest.mark.req("O4", "T4")
+def test_a_superuser_runtime_login_fails(load: LoadSettings, role_database: RoleDatabase) -> None:
+    check = run_ids(context(load, role_database.admin_url), "tenancy.runtime-role")
+    found = check["tenancy.runtime-role"]
+    assert found.status is Status.FAIL
+    assert "superuser 'postgres'" in found.finding
+    assert "garrison db roles" in found.fix
+
+
+@pytest.mark.req("O4", "T4")
+def test_row_security_switched_off_is_named(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    db = Database(role_database.admin_url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE api_keys DISABLE ROW LEVEL SECURITY"))
+        conn.execute(sa.text("DROP POLICY garrison_tenant_isolation ON vault_secrets"))
+    db.dispose()
+    check = run_ids(context(load, role_database.app_url), "tenancy.row-level-security")
+    found = check["tenancy.row-level-security"]
+    assert found.status is Status.FAIL
+    assert found.finding == "api_keys: row security off; vault_secrets: row security on but no " \
+        "policy (every row hidden)"  # fmt: skip
+
+
+@pytest.mark.req("O4", "O2")
+def test_pending_migrations_and_drift_fail(
+    load: LoadSettings, role_database: RoleDatabase, tmp_path: Path
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    Database(empty).ping()  # an existing database file, never migrated
+    pending = run_ids(context(load, empty), "operations.migrations")["operations.migrations"]
+    assert pending.status is Status.FAIL
+    assert "pending migration 0001" in pending.finding
+    assert "garrison db upgrade" in pending.fix
+
+    db = Database(role_database.admin_url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE users ADD COLUMN smuggled VARCHAR(10)"))
+    db.dispose()
+    drift = run_ids(context(load, role_database.admin_url), "operations.migrations")
+    assert drift["operations.migrations"].status is Status.FAIL
+    assert "schema drift" in drift["operations.migrations"].finding
+
+
+@pytest.mark.req("O4", "L8")
+def test_an_unreachable_database_is_one_fail_and_the_rest_skip(load: LoadSettings) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    results = run_ids(context(load, dead), *STORAGE_IDS)
+    assert results["operations.database-reachable"].status is Status.FAIL
+    assert "database unavailable" in results["operations.database-reachable"].finding
+    others = {c.status for i, c in results.items() if i != "operations.database-reachable"}
+    assert others == {Status.SKIP}
+
+
+@pytest.mark.req("O4", "C5", "A6")
+def test_key_rotation_overdue_fails(load: LoadSettings, role_database: RoleDatabase) -> None:
+    db = Database(role_database.admin_url)
+    Keyring(db, bytes(32), rotate_days=90, clock=lambda: T0).load()
+    db.dispose()
+
+    def at(day: float) -> tuple[Status, str]:
+        ctx = context(load, role_database.app_url, clock=lambda: T0 + day * DAY)
+        found = run_ids(ctx, "tokens.key-rotation")["tokens.key-rotation"]
+        return found.status, found.finding
+
+    status, finding = at(10)
+    assert status is Status.PASS
+    assert "is 10 days old" in finding
+    status, finding = at(91)
+    assert status is Status.FAIL
+    assert "is 91 days old, past its rotate-by date" in finding
+
+
+@pytest.mark.req("O4", "A1", "C2")
+def test_an_admin_with_a_default_password_fails(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    db = Database(role_database.admin_url)
+    store = UserStore(db, InvalidationBus())
+    store.create("root", "a long and unguessable passphrase", roles=("admin",))
+    ids = ("identity.admin-exists", "identity.default-passwords")
+    clean = run_ids(context(load, role_database.app_url), *ids)
+    assert {c.status for c in clean.values()} == {Status.PASS}
+
+    weak = store.create("ops", "changeme", roles=("admin",))
+    store.create("bob", "changeme")  # not an admin: not tried
+    with db.engine.begin() as conn:  # "admin" is below the password policy; plant it by hand
+        legacy = store.create("legacy", "placeholder-pass", roles=("admin",))
+        conn.execute(
+            sa.text("UPDATE users SET password_hash = :h WHERE id = :id"),
+            {"h": HASHER.hash("admin"), "id": legacy.id},
+        )
+    db.dispose()
+    found = run_ids(context(load, role_database.app_url), *ids)["identity.default-passwords"]
+    assert found.status is Status.FAIL
+    assert found.finding == f"admin account(s) with a default password: legacy, {weak.username}"
+    assert "garrison users disable legacy" in found.fix
+
+
+@pytest.mark.req("O4", "L7")
+def test_a_tampered_audit_chain_fails(load: LoadSettings, role_database: RoleDatabase) -> None:
+    db = Database(role_database.admin_url)
+    writer = AuditWriter(db)
+    for n in range(3):
+        writer.record_sync(AuditEvent(action=f"test.{n}", outcome="success", actor="doctor"))
+    ok = run_ids(context(load, role_database.app_url), "audit.chain")["audit.chain"]
+    assert ok.status is Status.PASS
+    assert ok.finding.startswith("3 record(s) verified")
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2"))
+    db.dispose()
+    broken = run_ids(context(load, role_database.app_url), "audit.chain")["audit.chain"]
+    assert broken.status is Status.FAIL
+    assert broken.finding.startswith("broken at record 2")
+
+
+@pytest.mark.req("O4", "A3")
+def test_forged_tokens_name_a_real_admin_when_there_is_one(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    from garrison.doctor.tokens import _forged_claims
+
+    db = Database(role_database.admin_url)
+    admin = UserStore(db, InvalidationBus()).create(
+        "boss", "a long and unguessable passphrase", roles=("admin",), tenant="acme"
+    )
+    db.dispose()
+    claims = _forged_claims(context(load, role_database.app_url))
+    assert (claims["sub"], claims["tenant"], claims["roles"]) == (admin.id, "acme", ["admin"])
+
+
+@pytest.mark.req("O4", "C5", "A7")
+def test_api_keys_that_never_expire_or_are_old_are_reported(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    from garrison.identity.apikeys import ApiKeyStore
+
+    db = Database(role_database.admin_url)
+    owner = UserStore(db, InvalidationBus()).create("svc", "a long and unguessable passphrase")
+    keys = ApiKeyStore(db, InvalidationBus(), clock=lambda: T0)
+    keys.create(owner.id, ("read",), tenant=None, name="ci", expires_in=30 * 86400)
+
+    def check(day: float) -> tuple[Status, str]:
+        ctx = context(load, role_database.app_url, clock=lambda: T0 + day * DAY)
+        found = run_ids(ctx, "identity.api-key-rotation")["identity.api-key-rotation"]
+        return found.status, found.finding
+
+    assert check(1)[0] is Status.PASS
+    keys.create(owner.id, ("read",), tenant=None, name="forever")
+    db.dispose()
+    assert check(1) == (Status.WARN, "1 never expire (forever)")
+    assert check(100) == (Status.WARN, "1 never expire (forever); 1 older than 90 days (forever)")

@@ -1,0 +1,78 @@
+"""Signals (L6): what the audit trail and the request observer feed into the registry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from garrison.audit.event import AuditEvent
+from garrison.observability.asgi import UNMATCHED, RequestObserver, count_fast_route, route_template
+from garrison.observability.metrics import Metrics
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.mark.req("L6")
+def test_audited_events_feed_auth_failures_and_admin_actions_once() -> None:
+    m = Metrics()
+    m.audited(AuditEvent("auth.login", "failure", reason="bad password"))
+    m.audited(AuditEvent("auth.login", "deny", reason="throttled"))
+    m.audited(AuditEvent("auth.login", "success"))
+    m.audited(AuditEvent("auth.api_key", "failure", reason="invalid API key"))  # the gate counts
+    m.audited(AuditEvent("admin.user.disable", "success"))
+    m.audited(AuditEvent("admin.user.disable", "failure"))
+    total = "garrison_auth_failures_total"
+    assert _value(m, total, reason="bad password") == 1.0
+    assert _value(m, total, reason="throttled") == 1.0
+    assert _value(m, total, reason="invalid API key") is None
+    assert _value(m, "garrison_admin_actions_total", action="admin.user.disable") == 1.0
+
+
+class _Route:
+    path = "/admin/users/{user_id}"
+
+
+@pytest.mark.req("L6")
+def test_the_observer_labels_by_template_and_counts_a_crash_as_500() -> None:
+    m = Metrics()
+
+    async def crashing(scope: Any, receive: Any, send: Any) -> None:
+        scope["route"] = _Route()
+        raise RuntimeError("boom")
+
+    async def sink(_message: Any) -> None:
+        pass
+
+    async def receive() -> Any:
+        return {"type": "http.request"}
+
+    observer = RequestObserver(crashing, m)
+    scope = {"type": "http", "method": "PATCH", "path": "/admin/users/u-1"}
+    with pytest.raises(RuntimeError):
+        asyncio.run(observer(scope, receive, sink))
+    labels = {"route": "/admin/users/{user_id}", "method": "PATCH", "status": "500"}
+    assert _value(m, "garrison_http_requests_total", **labels) == 1.0
+    assert route_template({"type": "http"}) == UNMATCHED
+
+
+@pytest.mark.req("L6")
+def test_the_fast_path_counter_counts_by_status() -> None:
+    m = Metrics()
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    counted = count_fast_route(send, m, "/verify", "GET")
+    async def respond() -> None:
+        await counted({"type": "http.response.start", "status": 403, "headers": []})
+        await counted({"type": "http.response.body", "body": b""})
+
+    asyncio.run(respond())
+    labels = {"route": "/verify", "method": "GET", "status": "403"}
+    assert _value(m, "garrison_http_requests_total", **labels) == 1.0
+    assert len(sent) == 2
