@@ -35,7 +35,7 @@ def per_call_us(fn: Callable[[], object], number: int) -> float:
 
 
 def interleaved_us(
-    a: Callable[[], object], b: Callable[[], object], number: int = 1000, rounds: int = 9
+    a: Callable[[], object], b: Callable[[], object], number: int = 500, rounds: int = 21
 ) -> tuple[float, float]:
     """Best per-call time of each, measured in alternation so machine noise hits both alike."""
     best_a = best_b = float("inf")

@@ -5,7 +5,7 @@
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk nginx``). Five runs, one server
 process each (uvicorn, one worker, the options ``garrison serve`` uses):
 
-  bare          a no-op ASGI app on the same server stack                    (floor)
+  bare          a no-op ASGI app on the same server stack, same request        (floor)
   verify        /verify, every check on (JWT, user status, tenant, policy, limiter), one token reused
   verify-new    /verify with a new token each request (a wrk Lua script cycles a pre-issued list)
   nginx-noop    nginx auth_request to the no-op app, then a static file       (floor)
@@ -306,7 +306,8 @@ def run(work: Path, args: argparse.Namespace) -> None:
     with process(
         [sys.executable, "-c", BARE_APP, str(bare_port)], env, bare_url, work / "bare.log"
     ) as pid:
-        results["bare"] = wrk("bare", f"{bare_url}/", pid, args)
+        # the floor gets the very same request (headers and all), so parsing it is not "Garrison"
+        results["bare"] = wrk("bare", f"{bare_url}/verify", pid, args, headers=verify_headers)
         with nginx_in_front(bare_port, work) as (url, _):
             results["nginx-noop"] = wrk("nginx-noop", f"{url}/api/tickets/7", pid, args)
 

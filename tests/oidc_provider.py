@@ -34,7 +34,9 @@ CLIENT_SECRET = "test-client-secret-0123456789abcdefghijklmnop"
 
 
 def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
 
 
 def sign_jwt(key: PrivateKey, header: dict[str, Any], claims: dict[str, Any]) -> str:

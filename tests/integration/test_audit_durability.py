@@ -97,3 +97,44 @@ def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path, pg_url:
     verified = run_cli("audit", "verify", "--json", env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.req("L1", "L7")
+def test_two_replicas_writing_at_once_keep_one_chain(tmp_path: Path, pg_url: str) -> None:
+    env = base_env(
+        tmp_path / "data",
+        DATABASE_URL=pg_url,
+        GARRISON_LOGIN_MAX_FAILURES="100000",
+        GARRISON_LOGIN_MAX_FAILURES_PER_IP="100000",
+    )
+    replicas = [LiveServer(env).start(), LiveServer(env).start()]
+    try:
+
+        def attempt(n: int) -> int:
+            server = replicas[n % 2]
+            response = httpx.post(
+                f"{server.url}/auth/login",
+                json={"username": f"r{n % 2}-{n}", "password": "nope-nope"},
+                timeout=20,
+            )
+            return response.status_code
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            statuses = list(pool.map(attempt, range(120)))
+    finally:
+        for server in replicas:
+            server.stop()
+    assert statuses == [401] * 120
+    db = Database(pg_url)
+    try:
+        report = verify_chain(db, stored_public_keys(db))
+        with db.engine.connect() as conn:
+            actors = conn.execute(
+                sa.text("SELECT actor FROM audit_log WHERE action = 'auth.login'")
+            ).scalars()
+            by_replica = {name.split("-")[0] for name in actors}
+    finally:
+        db.dispose()
+    assert report.ok, report
+    assert report.checked == 120
+    assert by_replica == {"r0", "r1"}

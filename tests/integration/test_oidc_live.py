@@ -92,7 +92,12 @@ post_login_url = "/app"
                 headers={**_cookie(jar), "X-CSRF-Token": jar[CSRF], "Origin": server.url},
             )
             assert logout.status_code == 204
-            assert http.get(f"{server.url}/auth/me", headers=_cookie({SESSION: jar[SESSION]})).status_code == 401
+            assert (
+                http.get(
+                    f"{server.url}/auth/me", headers=_cookie({SESSION: jar[SESSION]})
+                ).status_code
+                == 401
+            )
             path = urlsplit(callback).path
             assert path == "/auth/oidc/test/callback"
     store.close()
@@ -126,7 +131,7 @@ def _first_logins_at_once(provisioner: Provisioner, round_no: int, n: int) -> li
             provisioner.ensure(
                 "test", f"r{round_no}-{i}", email=None, roles=("user",), bootstrap_admin=True
             )
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=first_login, args=(i,)) for i in range(n)]

@@ -15,15 +15,17 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+from starlette.testclient import TestClient
 
 from garrison.app import build_services, prepare_schema
 from garrison.config import load_settings
 from garrison.errors import ConfigError
+from garrison.gateway.asgi import create_app
 from garrison.storage import migrate
 from garrison.storage.db import Database
 from garrison.storage.schema import TENANT_TABLES
 from garrison.tenancy.dbroles import RoleNames, runtime_role_problems
-from tests.conftest import PASSWORD, MakeSettings
+from tests.conftest import PASSWORD, MakeSettings, bearer, login
 from tests.support import PG_ADMIN_URL, base_env, create_pg_database, drop_pg_database, run_cli
 
 TENANTS = ("acme", "globex", None)
@@ -207,6 +209,27 @@ def test_t4_the_service_runs_as_app_rw(cluster: Cluster, make_settings: MakeSett
         with svc.db.begin(tenant="globex") as conn:
             names = conn.execute(sa.text("SELECT username FROM users")).scalars().all()
         assert names == ["user-globex"]
+    finally:
+        svc.close()
+
+
+@pytest.mark.req("T4", "T1", "A5")
+def test_t4_login_refresh_and_admin_over_http_as_app_rw(
+    cluster: Cluster, make_settings: MakeSettings
+) -> None:
+    svc = build_services(make_settings(DATABASE_URL=cluster.as_role(cluster.names.app_rw)))
+    try:
+        svc.users.create("dana", PASSWORD, roles=("admin",), tenant="acme")
+        with TestClient(create_app(svc), base_url="http://127.0.0.1") as client:
+            pair = login(client, "dana")
+            fresh = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+            assert fresh.status_code == 200
+            token = {**bearer(fresh.json()["access_token"]), "X-Tenant-ID": "acme"}
+            assert client.get("/auth/me", headers=token).json()["tenant"] == "acme"
+            listed = client.get("/admin/users", headers=token).json()["users"]
+            assert {u["username"] for u in listed} == {"user-acme", "dana"}
+            probe = client.get("/admin/users", headers={**token, "X-Tenant-ID": "globex"})
+            assert probe.status_code == 403
     finally:
         svc.close()
 

@@ -95,6 +95,7 @@ class AuditWriter:
         self._lock = threading.Lock()  # one chain transaction at a time in this process
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._state = threading.Lock()  # start/stop against hand-over: nothing is stranded
         self._backlog = 0
         self._backlog_lock = threading.Lock()
 
@@ -105,15 +106,22 @@ class AuditWriter:
 
     def start(self) -> None:
         """Start the group-commit thread (the service's lifespan calls this)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-            self._thread.start()
+        with self._state:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Commit everything already handed over, then stop the thread."""
-        thread, self._thread = self._thread, None
+        """Commit everything already handed over, then stop the thread.
+
+        Records handed over before this call are queued ahead of the stop marker, so they commit;
+        callers arriving after it find the writer stopped and write directly.
+        """
+        with self._state:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(_STOP)
         if thread is not None:
-            self._queue.put(_STOP)
             thread.join(timeout)
 
     # -- the sink ------------------------------------------------------------------------------
@@ -123,29 +131,38 @@ class AuditWriter:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._submit(_Pending(event, future=future, loop=loop))
+        if not self._submit(_Pending(event, future=future, loop=loop)):
+            await anyio.to_thread.run_sync(self.write_batch, [event])
+            return
         await asyncio.shield(future)  # a cancelled caller must not un-acknowledge its batch
 
     def record_sync(self, event: AuditEvent) -> None:
-        if not self.running:
+        waiter = _SyncWaiter()
+        if not self._submit(_Pending(event, waiter=waiter)):
             self.write_batch([event])
             return
-        waiter = _SyncWaiter()
-        self._submit(_Pending(event, waiter=waiter))
         waiter.done.wait()
         if waiter.error is not None:
             raise waiter.error
 
-    def _submit(self, pending: _Pending) -> None:
-        self._count(+1)
-        self._queue.put(pending)
+    def _submit(self, pending: _Pending) -> bool:
+        """Queue ``pending`` for the writer thread; False when it is not running."""
+        with self._state:
+            if self._thread is None:
+                return False
+            self._count(+1)
+            self._queue.put(pending)
+            return True
 
     def _count(self, delta: int) -> None:
         with self._backlog_lock:
             self._backlog += delta
             backlog = self._backlog
         if self.on_backlog is not None:
-            self.on_backlog(backlog)
+            try:
+                self.on_backlog(backlog)
+            except Exception:  # a gauge must never strand a caller
+                log.exception("audit on_backlog hook failed")
 
     # -- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -226,10 +243,18 @@ class AuditWriter:
             insert_rows(self.db, conn, rows)
         if self.log_path is not None:
             self._append_jsonl(rows)
-        if self.on_written is not None:
+        self._notify(events)
+        return rows
+
+    def _notify(self, events: Sequence[AuditEvent]) -> None:
+        """Tell ``on_written``; after the commit, so a failing hook can never re-write a batch."""
+        if self.on_written is None:
+            return
+        try:
             for event in events:
                 self.on_written(event)
-        return rows
+        except Exception:
+            log.exception("audit on_written hook failed")
 
     def _append_jsonl(self, rows: Sequence[dict[str, Any]]) -> None:
         """The JSON-lines copy (L1); the database stays the record of truth if this fails."""

@@ -103,6 +103,10 @@ def create_backup(
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+    except sa.exc.DBAPIError as exc:
+        tmp.unlink(missing_ok=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise BackupError(f"cannot read the database: {reason}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

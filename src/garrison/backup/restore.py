@@ -56,15 +56,21 @@ def restore_backup(
             f"backup was taken at schema revision {contents.header['schema_revision']!r}, the "
             f"database is at {revision!r}; migrate the database to the backup's revision first"
         )
-    with db.begin(immediate=True) as conn:
-        _make_room(conn, force)
+    try:
+        with db.begin(immediate=True) as conn:
+            _make_room(conn, force)
 
-        def insert(codec: TableCodec, batch: list[dict[str, Any]]) -> None:
-            conn.execute(codec.table.insert(), batch)
+            def insert(codec: TableCodec, batch: list[dict[str, Any]]) -> None:
+                conn.execute(codec.table.insert(), batch)
 
-        _walk(path, master, insert, reporter or NullReporter())
-        if db.is_postgres:
-            _reset_sequences(conn)
+            _walk(path, master, insert, reporter or NullReporter())
+            if db.is_postgres:
+                _reset_sequences(conn)
+    except sa.exc.DBAPIError as exc:  # e.g. a role without the rights; rolled back
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise BackupError(
+            f"restore failed and was rolled back, nothing written: {reason}"
+        ) from None
     return contents
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import getpass
 import sys
-from enum import Enum
 from contextlib import ExitStack
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 
-class Preset(str, Enum):
+class Preset(StrEnum):
     """The ready-made queries of L4 (``garrison.audit.query.preset``)."""
 
     ADMIN_ACTIONS = "admin-actions"

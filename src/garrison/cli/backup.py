@@ -21,6 +21,8 @@ from garrison.backup import backup_key, create_backup, restore_backup
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, out
 from garrison.cli.users import _cli_actor
+from garrison.config.checks import secret_problem
+from garrison.errors import ConfigError
 
 app = typer.Typer(help="Backups: create (encrypted) and restore.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -48,8 +50,15 @@ def _progress(as_json: bool) -> Progress:
 
 
 def _master_key(svc: Services) -> bytes:
+    """``GARRISON_BACKUP_KEY`` (as strong as any secret in production), else from the vault key."""
     configured = svc.settings.backup_key
-    return backup_key(configured.get_secret_value() if configured else vault_secret(svc.settings))
+    if configured is None:
+        return backup_key(vault_secret(svc.settings))
+    value = configured.get_secret_value()
+    problem = secret_problem("GARRISON_BACKUP_KEY", value) if svc.settings.production else None
+    if problem:
+        raise ConfigError([problem])
+    return backup_key(value)
 
 
 def _audit(svc: Services, action: str, **details: object) -> None:

@@ -7,6 +7,7 @@ goes to the Starlette app, whose errors all become problem+json (E7).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -86,6 +87,7 @@ def create_app(services: Services) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(services.keyring.load)
+        key_refresher = asyncio.create_task(_refresh_keys(services), name="garrison-keys")
         await services.bus.start()
         writer = services.audit if isinstance(services.audit, AuditWriter) else None
         if writer is not None:
@@ -94,6 +96,7 @@ def create_app(services: Services) -> ASGIApp:
         try:
             yield
         finally:
+            key_refresher.cancel()
             stop_policy_watch()
             await edge.aclose()  # API-key use records in flight, the proxy's connection pool
             await services.bus.stop()
@@ -116,6 +119,19 @@ def create_app(services: Services) -> ASGIApp:
     front = Front(services, edge.app)
     front.fast_routes["/verify"] = edge.verify
     return front
+
+
+async def _refresh_keys(services: Services) -> None:
+    """Re-read signing keys off the request path, so an emergency rotation made by another
+    process reaches this one within ``refresh_interval`` even if its bus message is lost (A6)."""
+    keyring = services.keyring
+    keyring.refresh_inline = False
+    try:
+        while True:
+            await asyncio.sleep(keyring.refresh_interval)
+            await anyio.to_thread.run_sync(keyring.refresh_if_stale)
+    finally:
+        keyring.refresh_inline = True
 
 
 FastRoute = Callable[[Scope, Receive, Send], Awaitable[None]]

@@ -113,6 +113,7 @@ class Gate:
         self.metrics = services.metrics
         self._headers: dict[_HeaderKey, RawHeaders] = {}
         self._admitted: dict[Hashable, _Admitted] = {}
+        self._generation = 0  # bumped by every invalidation; an admission begun before is not kept
         # As long as the authenticator trusts its user-status cache, and no longer.
         ttl = self.settings.user_cache_ttl
         self._ttl = ttl if services.bus.cross_process else min(ttl, 1.0)
@@ -121,6 +122,7 @@ class Gate:
 
     def _invalidate(self, _kind: str, _ident: str) -> None:
         """Any user, session, key, policy or reset message: forget every remembered admission."""
+        self._generation += 1
         self._admitted.clear()
 
     async def admit_cached(self, key: Hashable, ip: str | None) -> Admission | None:
@@ -141,10 +143,17 @@ class Gate:
         return entry.admission
 
     def _remember(
-        self, key: Hashable, request: Request, admission: Admission, group: str | None
+        self,
+        key: Hashable,
+        request: Request,
+        admission: Admission,
+        group: str | None,
+        generation: int,
     ) -> None:
         principal = admission.principal
         if principal is None or principal.via != "jwt" or principal.expires_at is None:
+            return
+        if generation != self._generation:  # invalidated while this request was checked
             return
         if len(self._admitted) >= _ADMITTED_CACHE_SIZE:
             self._admitted.clear()
@@ -157,6 +166,7 @@ class Gate:
 
         With ``cache_key`` a successful JWT admission is remembered for ``admit_cached``.
         """
+        generation = self._generation
         match = self.authorizer.match_route(request.method, request.path)
         action = match.action if match is not None else f"{request.method} {request.path}"
         group = match.route.rate_limit_group if match is not None else None
@@ -187,7 +197,7 @@ class Gate:
             self._audit_use(request, action, principal, tenant)
         admission = Admission(principal, tenant, action, self._identity(principal, tenant))
         if cache_key is not None:
-            self._remember(cache_key, request, admission, group)
+            self._remember(cache_key, request, admission, group, generation)
         return admission
 
     async def _authenticate(self, request: Request, action: str) -> Principal | None:

@@ -100,7 +100,7 @@ class Authenticator:
         elif kind == "keys":
             self.codec.keyring.load()
             self.codec.forget()
-        elif kind == "reset":
+        elif kind == "reset":  # messages may have been missed (keys: the keyring re-reads itself)
             for cache in (self._users, self._families, self._keys, self._principals):
                 cache.data.clear()
 

@@ -92,9 +92,9 @@ class Provisioner:
         granted = {role for role in roles if _ROLE.match(role)}
         now = self.clock()
         user_id = str(uuid.uuid4())
-        with self.db.begin(tenant=ALL_TENANTS) as conn:
+        with self.db.begin(tenant=ALL_TENANTS, immediate=True) as conn:
             if bootstrap_admin:
-                if False:
+                if self.db.is_postgres:
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(BOOTSTRAP_LOCK_KEY)))
                 if not _any_admin(conn):
                     granted.add(ADMIN_ROLE)

@@ -71,6 +71,9 @@ class Keyring:
         self.verify_window = verify_window  # how long a retired key keeps verifying
         self.rotate_days = rotate_days
         self.refresh_interval = refresh_interval
+        #: False while a background task refreshes (``garrison serve``): no database read on a
+        #: request's path. True where nothing else would (CLI, library use).
+        self.refresh_inline = True
         self.clock = clock
         self._lock = threading.Lock()
         self._signer: _Signer | None = None

@@ -55,13 +55,9 @@ class PolicyBundle:
     digest: str
     fingerprint: Fingerprint
 
-    def evaluate(
-        self, request: Mapping[str, Any], entities: Sequence[Mapping[str, Any]]
-    ) -> Outcome:
+    def evaluate(self, request: dict[str, Any], entities: list[dict[str, Any]]) -> Outcome:
         try:
-            result = cedarpy.is_authorized(
-                dict(request), self.policies, [dict(e) for e in entities], schema=self.schema
-            )
+            result = cedarpy.is_authorized(request, self.policies, entities, schema=self.schema)
         except Exception as exc:  # a malformed request is a deny, never a crash
             return Outcome(False, (), (f"request rejected by the engine: {type(exc).__name__}",))
         errored = tuple(self._errored(result.diagnostics.errors))

@@ -16,7 +16,9 @@ of what was left when it was taken, so N nodes strand at most N/128 of the limit
 nodes, and the lease shrinks to single units as the window nears its limit. Leases end with the
 shared window (``ttl`` from Redis): unspent units are not returned, because the window they belong to
 has expired with them. A full window is remembered locally until it ends, so a flood of refused
-requests costs no Redis calls either.
+requests costs no Redis calls either. Concurrent requests for one key share a single refill in
+flight, and the next refill also asks for the requests queued behind it (real demand, spent at
+once, so it strands nothing).
 
 When the backend fails the limiter raises ``UnavailableError`` and stays "open circuit" for
 ``RETRY_AFTER_ERROR`` seconds, so an unreachable Redis costs one timeout per second, not one per
@@ -79,6 +81,7 @@ class LeasedLimiter:
         self._clock = clock
         self._leases: dict[str, _Lease] = {}
         self._refills: dict[str, asyncio.Event] = {}  # one refill in flight per key
+        self._waiting: dict[str, int] = {}  # requests queued behind that refill
         self._down_until = 0.0
 
     async def hit(self, key: str, limit: int, window: int) -> Decision:
@@ -92,7 +95,13 @@ class LeasedLimiter:
                 return _refused(lease, limit, now)
         pending = self._refills.get(key)
         if pending is not None:  # another request is refilling this key: spend what it brings
-            await pending.wait()
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                await pending.wait()
+            finally:
+                left = self._waiting.pop(key) - 1
+                if left:
+                    self._waiting[key] = left
             return await self.hit(key, limit, window)
         done = self._refills[key] = asyncio.Event()
         try:
@@ -106,7 +115,8 @@ class LeasedLimiter:
             raise UnavailableError("rate limiter unavailable (circuit open)")
         current = self._leases.get(key)
         seen = current.count if current is not None and current.ends > now else 0
-        want = lease_size(limit, seen)
+        # requests already queued are demand, not a guess: asking for them strands nothing
+        want = lease_size(limit, seen) + self._waiting.get(key, 0)
         try:
             grant: Grant = await anyio.to_thread.run_sync(
                 self._backend.take, key, want, limit, window

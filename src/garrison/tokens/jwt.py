@@ -137,7 +137,8 @@ class TokenCodec:
         if not isinstance(token, str):
             raise TokenError("malformed token")
         keyring = self.keyring
-        keyring.refresh_if_stale()
+        if keyring.refresh_inline:
+            keyring.refresh_if_stale()
         cached = self._cache.get(token)
         if cached is not None:
             claims, kid = cached

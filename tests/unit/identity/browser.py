@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
@@ -26,6 +26,13 @@ CSRF = "__Host-garrison_csrf"
 BINDING = "__Host-garrison_oidc"
 
 
+class Answer(Protocol):
+    """An HTTP response of either client (httpx for live servers, the in-process test client)."""
+
+    @property
+    def headers(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class SetCookie:
     name: str
@@ -34,7 +41,7 @@ class SetCookie:
     flags: frozenset[str]
 
 
-def set_cookies(response: httpx.Response) -> dict[str, SetCookie]:
+def set_cookies(response: Answer) -> dict[str, SetCookie]:
     found: dict[str, SetCookie] = {}
     for raw in response.headers.get_list("set-cookie"):
         parts = [p.strip() for p in raw.split(";")]
@@ -65,14 +72,14 @@ class Browser:
     client: TestClient
     jar: dict[str, str] = field(default_factory=dict)
 
-    def absorb(self, response: httpx.Response) -> None:
+    def absorb(self, response: Answer) -> None:
         for name, cookie in set_cookies(response).items():
             if cookie.attrs.get("max-age") == "0":
                 self.jar.pop(name, None)
             else:
                 self.jar[name] = cookie.value
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
         headers = {**cookie_header(self.jar), **kwargs.pop("headers", {})}
         response = self.client.request(
             method, url, headers=headers, follow_redirects=False, **kwargs

@@ -27,7 +27,9 @@ MakeUser = Callable[..., User]
 def cookie_login(client: TestClient, username: str = "alice") -> Browser:
     browser = Browser(client)
     response = browser.request(
-        "POST", "/auth/login", json={"username": username, "password": PASSWORD, "session": "cookie"}
+        "POST",
+        "/auth/login",
+        json={"username": username, "password": PASSWORD, "session": "cookie"},
     )
     assert response.status_code == 200, response.text
     return browser
@@ -43,7 +45,8 @@ def test_cookie_login_sets_host_only_secure_httponly_samesite_cookies(
     )
     assert response.status_code == 200
     body = response.json()
-    assert "access_token" not in body and "refresh_token" not in body  # only in HttpOnly cookies
+    assert "access_token" not in body
+    assert "refresh_token" not in body
     cookies = set_cookies(response)
     for name in (SESSION, REFRESH, CSRF):
         cookie = cookies[name]
@@ -156,7 +159,11 @@ def test_same_origin_cookie_post_passes_the_origin_check(
 ) -> None:
     make_user("alice")
     browser = cookie_login(client)
-    headers = {**browser.csrf_headers(), "Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"}
+    headers = {
+        **browser.csrf_headers(),
+        "Origin": "http://127.0.0.1",
+        "Sec-Fetch-Site": "same-origin",
+    }
     assert browser.request("POST", "/auth/logout", headers=headers).status_code == 204
 
 
@@ -214,7 +221,9 @@ def test_cookie_refresh_rotates_with_csrf_and_detects_reuse(
     # the old refresh cookie, replayed (with a valid CSRF token): reuse revokes the family
     thief = Browser(client, {**browser.jar, REFRESH: old_refresh})
     assert thief.request("POST", "/auth/refresh", headers=thief.csrf_headers()).status_code == 401
-    assert browser.request("POST", "/auth/refresh", headers=browser.csrf_headers()).status_code == 401
+    assert (
+        browser.request("POST", "/auth/refresh", headers=browser.csrf_headers()).status_code == 401
+    )
 
 
 @pytest.mark.req("A9")

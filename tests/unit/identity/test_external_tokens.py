@@ -80,14 +80,13 @@ def test_gotrue_token_is_accepted_and_mapped(supabase: tuple[TestClient, Service
     assert response.json()["roles"] == ["user"]
     assert response.json()["email"] == "sam@example.test"
     user = svc.users.find_external("supabase:8b0c-user")  # provisioned just in time
-    assert user is not None and user.password_hash is None
+    assert user is not None
+    assert user.password_hash is None
 
 
 @pytest.mark.req("A10")
 @pytest.mark.parametrize("role", ["service_role", "admin"])
-def test_gotrue_admin_roles_map_to_admin(
-    supabase: tuple[TestClient, Services], role: str
-) -> None:
+def test_gotrue_admin_roles_map_to_admin(supabase: tuple[TestClient, Services], role: str) -> None:
     client, _ = supabase
     response = _me(client, hs256(gotrue_claims(role=role, sub=f"sub-{role}")))
     assert response.status_code == 200
@@ -113,9 +112,7 @@ def test_unmapped_roles_grant_nothing(supabase: tuple[TestClient, Services]) -> 
             lambda: hs256(gotrue_claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)),
             id="expired",
         ),
-        pytest.param(
-            lambda: hs256(gotrue_claims(nbf=int(time.time()) + 3600)), id="not-yet-valid"
-        ),
+        pytest.param(lambda: hs256(gotrue_claims(nbf=int(time.time()) + 3600)), id="not-yet-valid"),
         pytest.param(lambda: hs256(gotrue_claims(exp=1e999)), id="infinite-exp"),
         pytest.param(lambda: hs256(gotrue_claims(sub=None)), id="no-sub"),
         pytest.param(lambda: jws({"alg": "none", "typ": "JWT"}, gotrue_claims()), id="alg-none"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
@@ -105,11 +106,11 @@ def authorize(url: str) -> str:
     return location
 
 
-def finish(browser: Browser, callback_url: str) -> httpx.Response:
+def finish(browser: Browser, callback_url: str) -> httpx2.Response:
     return browser.request("GET", path_of(callback_url))
 
 
-def full_login(env: Env, browser: Browser | None = None) -> tuple[Browser, httpx.Response]:
+def full_login(env: Env, browser: Browser | None = None) -> tuple[Browser, httpx2.Response]:
     browser = browser or env.browser()
     response = finish(browser, authorize(begin(browser)))
     return browser, response
@@ -125,7 +126,8 @@ def test_login_sets_a_cookie_session_and_redirects(env: Env) -> None:
     cookies = set_cookies(response)
     assert {SESSION, REFRESH, CSRF} <= set(cookies)
     assert cookies[BINDING].attrs["max-age"] == "0"  # the one-time binding is cleared
-    assert "access_token" not in response.text and "code=" not in response.headers["location"]
+    assert "access_token" not in response.text
+    assert "code=" not in response.headers["location"]
     me = browser.request("GET", "/auth/me")
     assert me.status_code == 200, me.text
     assert me.json()["username"] == "test.user-1"
@@ -141,11 +143,14 @@ def test_authorization_request_uses_pkce_s256_state_nonce_and_minimal_scopes(env
     assert q["scope"] == "openid email"
     assert q["response_type"] == "code"
     assert q["code_challenge_method"] == "S256"
-    assert len(q["state"]) >= 43 and len(q["nonce"]) >= 43 and q["state"] != q["nonce"]
+    assert len(q["state"]) >= 43
+    assert len(q["nonce"]) >= 43
+    assert q["state"] != q["nonce"]
     binding = set_cookies(browser.client.get("/auth/oidc/test/login", follow_redirects=False))
     cookie = binding[BINDING]
     assert {"httponly", "secure"} <= cookie.flags
-    assert cookie.attrs["samesite"] == "Lax" and cookie.attrs["path"] == "/"
+    assert cookie.attrs["samesite"] == "Lax"
+    assert cookie.attrs["path"] == "/"
     assert "domain" not in cookie.attrs
     finish(browser, authorize(url))
     sent = env.provider.token_requests[-1]
@@ -258,9 +263,7 @@ def test_repeated_callback_parameters_are_refused(env: Env) -> None:
 def test_provider_error_is_a_refusal(env: Env) -> None:
     browser = env.browser()
     state = query_of(begin(browser))["state"]
-    response = browser.request(
-        "GET", f"/auth/oidc/test/callback?error=access_denied&state={state}"
-    )
+    response = browser.request("GET", f"/auth/oidc/test/callback?error=access_denied&state={state}")
     assert response.status_code == 401
     assert "access_denied" in response.json()["detail"]
 
@@ -369,7 +372,9 @@ def test_hs256_id_token_keyed_with_the_client_secret_is_refused(
                   "exp": now + 300, "nonce": grant["nonce"]}  # fmt: skip
         head = {"alg": "HS256", "typ": "JWT", "kid": env.provider.kid}
         data = f"{segment(head)}.{segment(claims)}".encode()
-        return jws(head, claims, signature=hmac.new(CLIENT_SECRET.encode(), data, hashlib.sha256).digest())
+        return jws(
+            head, claims, signature=hmac.new(CLIENT_SECRET.encode(), data, hashlib.sha256).digest()
+        )
 
     monkeypatch.setattr(env.provider, "_id_token", hmac_signed)
     _refused_with(env, "algorithm not allowed")
@@ -385,7 +390,9 @@ def test_oidc_endpoints_are_rate_limited_per_ip(make_env: Callable[..., Env]) ->
     blocked = browser.request("GET", "/auth/oidc/test/callback?code=x&state=y")
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) >= 1
-    assert ("deny", "throttled") in [(r.outcome, r.reason) for r in audit_rows(env.services, "auth.oidc")]
+    assert ("deny", "throttled") in [
+        (r.outcome, r.reason) for r in audit_rows(env.services, "auth.oidc")
+    ]
 
 
 @pytest.mark.req("A13", "L2")

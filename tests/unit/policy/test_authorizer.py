@@ -161,3 +161,27 @@ def test_api_key_scopes_bound_the_decision(authorizer: Authorizer) -> None:
 def test_permissions_for_feeds_the_token_claim(authorizer: Authorizer) -> None:
     assert "user.delete" in authorizer.permissions_for(["admin"])
     assert "user.delete" not in authorizer.permissions_for(["support_lead"])
+
+
+@pytest.mark.req("Z3")
+def test_sighup_or_the_file_watch_reloads_a_running_service(
+    authorizer: Authorizer, policy_dir: Path
+) -> None:
+    import time
+
+    from garrison.policy.watch import PolicyWatcher
+
+    watcher = PolicyWatcher(authorizer, interval=3600).start()  # only a poke wakes it
+    try:
+        before = authorizer.version
+        (policy_dir / "zz_pause.cedar").write_text(
+            '@id("pause")\n@reason("maintenance")\n'
+            'forbid (principal, action, resource) when { context.action == "user.read" };\n'
+        )
+        watcher.poke()  # what the SIGHUP handler does
+        deadline = time.monotonic() + 10
+        while authorizer.version == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert authorizer.decide(_who("support"), "user.read").reasons == ("maintenance",)
+    finally:
+        watcher.stop()

@@ -110,3 +110,37 @@ def test_a_registry_naming_unknown_roles_or_actions_is_refused() -> None:
 def test_path_normalisation_never_climbs_above_root() -> None:
     assert normalise_path("/../../etc") == "/etc"
     assert normalise_path("/a/./b/../c?x=1") == "/a/c"
+
+
+@pytest.mark.req("Z1")
+def test_the_support_desk_example_is_the_default_role_set(registry: Registry) -> None:
+    from pathlib import Path
+
+    from garrison.config import load_settings
+    from garrison.policy.registry import registry_from_settings
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "support-desk" / "garrison.toml"
+    settings = load_settings(
+        {"GARRISON_CONFIG": str(example), "GARRISON_DOTENV": "/nonexistent"},
+        check_production=False,
+    )
+    assert registry_from_settings(settings) == registry
+
+
+@pytest.mark.req("Z1")
+def test_the_team_example_has_admin_team_member_and_demo() -> None:
+    from pathlib import Path
+
+    from garrison.config import load_settings
+    from garrison.policy.registry import registry_from_settings
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "team" / "garrison.toml"
+    settings = load_settings(
+        {"GARRISON_CONFIG": str(example), "GARRISON_DOTENV": "/nonexistent"},
+        check_production=False,
+    )
+    team = registry_from_settings(settings)
+    assert team.effective_roles(["admin"]) >= {"admin", "team_member", "demo"}
+    assert team.effective_roles(["demo"]) == {"demo"}
+    assert team.actions["pricing.get"].requires_auth is False
+    assert "analytics.view" not in team.permissions_for(["demo"])
