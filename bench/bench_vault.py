@@ -59,11 +59,13 @@ def crypto_rows(seconds: float) -> list[list[str]]:
 def read_rows(db: Database, seconds: float) -> list[list[str]]:
     vault = Vault(db, KeySet.from_secrets(new_secret()))
     vault.put("acme", "db-password", VALUE.hex())
-    where = sa.and_(vault_secrets.c.tenant == "acme", vault_secrets.c.name == "db-password")
+    stmt = sa.select(vault_secrets).where(
+        vault_secrets.c.tenant == sa.bindparam("t"), vault_secrets.c.name == sa.bindparam("n")
+    )
 
     def floor() -> object:
         with db.begin(tenant="acme") as conn:
-            return conn.execute(sa.select(vault_secrets).where(where)).one()
+            return conn.execute(stmt, {"t": "acme", "n": "db-password"}).one()
 
     base = per_op_us(floor, seconds=seconds)
     mine = per_op_us(lambda: vault.get("acme", "db-password"), seconds=seconds)

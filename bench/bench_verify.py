@@ -8,6 +8,7 @@ process each (uvicorn, one worker, the options ``garrison serve`` uses):
   bare          a no-op ASGI app on the same server stack, same request        (floor)
   verify        /verify, every check on (JWT, user status, tenant, policy, limiter), one token reused
   verify-new    /verify with a new token each request (a wrk Lua script cycles a pre-issued list)
+  verify-redis  as verify, with the rate limits in Redis (USE_REDIS_LIMITER, leased budgets)
   nginx-noop    nginx auth_request to the no-op app, then a static file       (floor)
   nginx-verify  nginx auth_request to Garrison's /verify, then a static file
 
@@ -326,7 +327,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
                 headers={"Authorization": verify_headers["Authorization"]},
             )
         half = results["verify"].rps / 2
-        conns = 16
+        conns = args.connections  # each waits delay() ms between requests: ~conns/delay req/s
         delay = work / "delay.lua"
         delay.write_text(DELAY_LUA % {"ms": conns * 1000 / half})
         paced = wrk(
@@ -338,12 +339,40 @@ def run(work: Path, args: argparse.Namespace) -> None:
             script=delay,
             connections=conns,
         )
+    redis_url = os.environ.get("GARRISON_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+    if redis_reachable(redis_url):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        shared = {
+            **env,
+            "REDIS_URL": redis_url,
+            "USE_REDIS_LIMITER": "true",
+            "GARRISON_REDIS_PREFIX": f"bench-{os.getpid()}",
+        }
+        serve = [sys.executable, "-m", "garrison", "serve", "--port", str(port)]
+        with process(serve, shared, f"{url}/healthz", work / "garrison-redis.log") as pid:
+            results["verify-redis"] = wrk(
+                "verify-redis", f"{url}/verify", pid, args, headers=verify_headers
+            )
     report(results, paced, args)
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+    except redis.RedisError:
+        return False
+    return True
 
 
 def report(results: dict[str, Result], paced: Result, args: argparse.Namespace) -> None:
     bare, noop = results["bare"], results["nginx-noop"]
     floors = {
+        "verify-redis": bare,
         "bare": bare,
         "verify": bare,
         "verify-new": bare,

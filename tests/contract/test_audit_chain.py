@@ -274,3 +274,36 @@ def test_odd_input_is_stored_and_still_verifies(backend_services: Services) -> N
     assert row["action"] == "oddaction"
     assert row["details"]["k"] == ["v", 1.5, None]
     assert row["details"]["\\u0000"] == "\\u0000"
+
+
+@pytest.mark.req("L7")
+def test_an_anchor_catches_a_log_cut_short_or_rewritten(backend_services: Services) -> None:
+    from garrison.audit.chain import record_hash
+
+    svc = backend_services
+    _fill(svc)
+    head = _verify(svc)
+    anchor = (head.head_seq, head.head_hash)
+    keys = stored_public_keys(svc.db)
+    assert verify_chain(svc.db, keys, anchor=anchor).ok
+    svc.audit.record_sync(_event(11))  # the log grows: the anchor still holds
+    assert verify_chain(svc.db, keys, anchor=anchor).ok
+
+    _exec(svc.db, "DELETE FROM audit_log WHERE seq >= 9")  # cut the tail: the chain alone is fine
+    assert _verify(svc).ok
+    cut = verify_chain(svc.db, keys, anchor=anchor)
+    assert (cut.ok, cut.first_bad_seq) == (False, 9)
+    assert "cut short" in (cut.problem or "")
+
+    # rewrite record 8 and re-chain it: whole again, but no longer the anchored history
+    row = _row(svc.db, 8) | {"actor": "rewritten"}
+    _exec(
+        svc.db,
+        "UPDATE audit_log SET actor = 'rewritten', hash = :h WHERE seq = 8",
+        h=record_hash(row, row["prev_hash"]),
+    )
+    svc.audit.record_sync(_event(12))
+    svc.audit.record_sync(_event(13))
+    assert _verify(svc).ok
+    redone = verify_chain(svc.db, keys, anchor=anchor)
+    assert (redone.ok, redone.first_bad_seq) == (False, 10)

@@ -174,3 +174,18 @@ def test_rewrap_leaves_a_row_rewritten_meanwhile_and_reports_rows_it_cannot_open
     assert racing.get("acme", "busy")[1] == "new value"
     with pytest.raises(DecryptError):
         racing.get("acme", "orphan")
+
+
+@pytest.mark.req("V3")
+def test_rolling_rotation_every_replica_reads_what_any_other_writes(
+    backend_services: Services,
+) -> None:
+    """Step 1 announces the new key to every replica before step 2 makes it current anywhere."""
+    not_yet_swapped = vault_with(backend_services, OLD, NEW)
+    swapped = vault_with(backend_services, NEW, OLD)
+    not_yet_swapped.put("acme", "a", "written under the old key")
+    swapped.put("acme", "b", "written under the new key")
+    for vault in (not_yet_swapped, swapped):
+        assert vault.get("acme", "a")[1] == "written under the old key"
+        assert vault.get("acme", "b")[1] == "written under the new key"
+    assert set(swapped.versions()) == {not_yet_swapped.keys.current, swapped.keys.current}

@@ -51,6 +51,9 @@ def test_verify_passes_then_names_the_tampered_record_and_exits_1(env: dict[str,
     ok = run_cli("audit", "verify", env=env)
     assert ok.returncode == 0, ok.stderr
     assert "intact: 3 record(s)" in ok.stdout
+    head = ok.stdout.split("--anchor later): ")[1].strip()
+    assert run_cli("audit", "verify", "--anchor", head, env=env).returncode == 0
+    assert run_cli("audit", "verify", "--anchor", "3:nothex", env=env).returncode == 1
     with _db(env) as conn:
         conn.execute("UPDATE audit_log SET actor = 'someone' WHERE seq = 2")
     bad = run_cli("audit", "verify", env=env)

@@ -108,6 +108,15 @@ def test_verify_over_http_names_the_first_bad_record(
     _token(client, "root")
     report = client.get("/admin/audit/verify", headers=bearer(token)).json()
     assert (report["ok"], report["checked"]) == (True, 2)
+    anchor = f"{report['head_seq']}:{report['head_hash']}"
+    pinned = client.get("/admin/audit/verify", params={"anchor": anchor}, headers=bearer(token))
+    assert pinned.json()["ok"]
+    beyond = client.get(
+        "/admin/audit/verify", params={"anchor": "99:" + "0" * 64}, headers=bearer(token)
+    ).json()
+    assert (beyond["ok"], beyond["first_bad_seq"]) == (False, 3)
+    bad = client.get("/admin/audit/verify", params={"anchor": "x"}, headers=bearer(token))
+    assert bad.status_code == 422
     svc = client.app.services  # type: ignore[attr-defined]
     with svc.db.engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor = 'x' WHERE seq = 2"))

@@ -5,20 +5,23 @@ what it says. That catches a record edited (its hash no longer matches), deleted
 link when the rest was renumbered), inserted or reordered (a broken link). The root is genesis or
 the newest retention checkpoint, whose signature is checked against the signing keys.
 
-What a hash chain alone cannot show: records cut off the *end* of the log. Ship the JSON-lines copy
-(``AUDIT_LOG_PATH``) off the host, or compare ``head_seq`` with an earlier run, to cover that.
+What a hash chain alone cannot show: records cut off the *end* of the log. For that, keep the
+``head_seq:head_hash`` a run reports somewhere the database's owner cannot write, and pass it back as
+the ``anchor`` of a later run (``garrison audit verify --anchor``): the log must still reach it, with
+that hash. Shipping the JSON-lines copy (``AUDIT_LOG_PATH``) off the host covers it too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from garrison.audit.chain import GENESIS, record_hash
 from garrison.audit.checkpoint import Checkpoint, latest_checkpoint
+from garrison.errors import ValidationError
 from garrison.storage.db import Database
 from garrison.storage.schema import audit_log
 
@@ -107,12 +110,20 @@ def walk(
 
 
 def verify_chain(
-    db: Database, keys: KeyLookup, *, upto: int | None = None, conn: sa.Connection | None = None
+    db: Database,
+    keys: KeyLookup,
+    *,
+    upto: int | None = None,
+    anchor: tuple[int, str] | None = None,
+    conn: sa.Connection | None = None,
 ) -> ChainReport:
-    """Walk the stored chain from its (signature-checked) root; ``upto`` stops at that seq."""
+    """Walk the stored chain from its (signature-checked) root; ``upto`` stops at that seq.
+
+    ``anchor`` is a ``(seq, hash)`` an earlier run reported: the chain must still hold it.
+    """
     if conn is None:
         with db.begin() as own:
-            return verify_chain(db, keys, upto=upto, conn=own)
+            return verify_chain(db, keys, upto=upto, anchor=anchor, conn=own)
     checkpoint = latest_checkpoint(conn)
     if checkpoint is not None and not checkpoint.valid(keys(checkpoint.kid)):
         return ChainReport(
@@ -124,7 +135,33 @@ def verify_chain(
             first_bad_seq=checkpoint.seq,
             problem=f"checkpoint at record {checkpoint.seq} has a bad signature",
         )
-    return walk(_rows(conn, upto), *_root(checkpoint))
+    report = walk(_rows(conn, upto), *_root(checkpoint))
+    if anchor is None or not report.ok:
+        return report
+    return _check_anchor(conn, report, *anchor)
+
+
+def _check_anchor(conn: sa.Connection, report: ChainReport, seq: int, hash_: str) -> ChainReport:
+    """A whole chain that no longer reaches, or no longer holds, an earlier head was cut or redone."""
+    if seq <= report.root_seq:
+        return report  # pruned since: the signed checkpoint vouches for that part
+    if seq > report.head_seq:
+        gap = report.head_seq + 1
+        problem = f"records {gap}..{seq} missing: the log once reached {seq} (cut short)"
+        return replace(report, ok=False, first_bad_seq=gap, problem=problem)
+    found = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == seq)).scalar()
+    if found != hash_:
+        problem = f"record {seq} no longer has the anchored hash: history was rewritten"
+        return replace(report, ok=False, first_bad_seq=seq, problem=problem)
+    return report
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as printed by a previous ``garrison audit verify``."""
+    seq, _, hash_ = text.strip().partition(":")
+    if not seq.isdigit() or len(hash_) != 64 or not all(c in "0123456789abcdef" for c in hash_):
+        raise ValidationError("bad anchor", reasons=["anchor: SEQ:HASH from an earlier verify"])
+    return int(seq), hash_
 
 
 def _root(checkpoint: Checkpoint | None) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from garrison.audit import query as q
 from garrison.audit.checkpoint import stored_public_keys
 from garrison.audit.event import AuditEvent
 from garrison.audit.retention import prune as prune_log
-from garrison.audit.verify import verify_chain
+from garrison.audit.verify import parse_anchor, verify_chain
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, fail, out
 
@@ -74,17 +74,30 @@ def _filter(
 
 
 @app.command("verify")
-def verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def verify(
+    ctx: typer.Context,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor", help="SEQ:HASH an earlier run printed: also catches a log cut short."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Walk the hash chain; exit 1 naming the first edited, deleted, inserted or moved record."""
     svc = state(ctx).services()
     with errors_as_exit(as_json):
-        report = verify_chain(svc.db, stored_public_keys(svc.db))
+        pinned = parse_anchor(anchor) if anchor else None
+        report = verify_chain(svc.db, stored_public_keys(svc.db), anchor=pinned)
 
     def human() -> None:
         if report.ok:
             out.print(
-                f"audit chain intact: {report.checked} record(s), head {report.head_seq}"
+                f"audit chain intact: {report.checked} record(s)"
                 + (f", from checkpoint {report.root_seq}" if report.root_seq else "")
+            )
+            out.print(
+                f"head (keep it; pass it as --anchor later): {report.head_seq}:{report.head_hash}"
             )
         else:
             err.print(f"[bold red]audit chain broken[/] at record {report.first_bad_seq}")
@@ -245,7 +258,7 @@ def prune(
             AuditEvent(
                 action="admin.audit.prune",
                 outcome="success",
-                actor=_cli_actor(),
+                actor=cli_actor(),
                 details={"deleted": result.deleted, "checkpoint_seq": result.checkpoint_seq},
             )
         )
@@ -257,7 +270,7 @@ def prune(
     )
 
 
-def _cli_actor() -> str:
+def cli_actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):

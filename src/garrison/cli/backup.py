@@ -20,7 +20,7 @@ from garrison.audit.event import AuditEvent
 from garrison.backup import backup_key, create_backup, restore_backup
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, out
-from garrison.cli.users import _cli_actor
+from garrison.cli.users import cli_actor
 from garrison.config.checks import secret_problem
 from garrison.errors import ConfigError
 
@@ -63,7 +63,7 @@ def _master_key(svc: Services) -> bytes:
 
 def _audit(svc: Services, action: str, **details: object) -> None:
     svc.audit.record_sync(
-        AuditEvent(action=action, outcome="success", actor=_cli_actor(), details=details)
+        AuditEvent(action=action, outcome="success", actor=cli_actor(), details=details)
     )
 
 

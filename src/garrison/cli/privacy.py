@@ -17,7 +17,7 @@ import typer
 from garrison.audit.event import AuditEvent
 from garrison.cli.context import state
 from garrison.cli.output import emit, errors_as_exit, fail, out
-from garrison.cli.users import JsonOpt, _cli_actor
+from garrison.cli.users import JsonOpt, cli_actor
 from garrison.privacy import erase_user, export_user
 
 UserArg = Annotated[str, typer.Argument(help="Username or id.")]
@@ -52,7 +52,7 @@ def export(
         AuditEvent(
             action="admin.user.export",
             outcome="success",
-            actor=_cli_actor(),
+            actor=cli_actor(),
             tenant=target.tenant,
             details={"user_id": target.id, **counts},
         )
@@ -84,7 +84,7 @@ def delete(
         AuditEvent(
             action="admin.user.delete",
             outcome="success",
-            actor=_cli_actor(),
+            actor=cli_actor(),
             tenant=target.tenant,
             reason=reason.strip()[:400],
             details={

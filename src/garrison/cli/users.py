@@ -21,7 +21,7 @@ keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_a
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _cli_actor() -> str:
+def cli_actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):
@@ -31,7 +31,7 @@ def _cli_actor() -> str:
 def _audit(ctx: typer.Context, action: str, **details: object) -> None:
     svc = state(ctx).services()
     svc.audit.record_sync(
-        AuditEvent(action=action, outcome="success", actor=_cli_actor(), details=dict(details))
+        AuditEvent(action=action, outcome="success", actor=cli_actor(), details=dict(details))
     )
 
 

@@ -1,9 +1,14 @@
 """``garrison vault status|rewrap`` (V3): where the data keys stand, and moving them to the new KEK.
 
-Rotation, step by step: put the current ``SECRET_ENCRYPTION_KEY`` into
-``GARRISON_SECRET_ENCRYPTION_KEYS_OLD``, set a new ``SECRET_ENCRYPTION_KEY``, restart (replicas may
-restart one by one: each reads every configured version), run ``garrison vault rewrap``, check
-``garrison vault status`` shows no row on an old version, then drop the old key.
+Rotation without downtime, for N replicas:
+
+1. add the new key to ``GARRISON_SECRET_ENCRYPTION_KEYS_OLD`` (the list of keys that decrypt but do
+   not encrypt) and roll the replicas: every one can now read what the new key will write;
+2. swap: the new key becomes ``SECRET_ENCRYPTION_KEY``, the previous one moves to the list; roll again;
+3. ``garrison vault rewrap`` (online, in batches: each row stays readable under the version it names);
+4. ``garrison vault status`` shows no secret on an old version: drop the old key and roll once more.
+
+With a single replica, steps 1 and 2 can be one restart.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from garrison.audit.event import AuditEvent
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, fail, out
-from garrison.cli.users import _cli_actor
+from garrison.cli.users import cli_actor
 
 app = typer.Typer(
     help="Vault: key versions in use, re-wrap under the current key.", no_args_is_help=True
@@ -66,7 +71,7 @@ def rewrap(
         AuditEvent(
             action="admin.vault.rewrap",
             outcome="failure" if report.failed else "success",
-            actor=_cli_actor(),
+            actor=cli_actor(),
             details={k: v for k, v in report.as_dict().items() if k != "failed"}
             | {"failed": len(report.failed)},
         )

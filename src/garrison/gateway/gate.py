@@ -118,6 +118,7 @@ class Gate:
         ttl = self.settings.user_cache_ttl
         self._ttl = ttl if services.bus.cross_process else min(ttl, 1.0)
         self._audit_tasks: set[asyncio.Task[None]] = set()
+        self._lookups: dict[str, asyncio.Future[Principal]] = {}
         services.bus.subscribe(self._invalidate)
 
     def _invalidate(self, _kind: str, _ident: str) -> None:
@@ -208,10 +209,39 @@ class Gate:
             raise AuthenticationError("missing bearer credentials", code="no_credentials")
         found = self.authenticator.authenticate_cached(request.authorization)
         if found is None:
-            found = await anyio.to_thread.run_sync(
-                self.authenticator.authenticate, request.authorization
-            )
+            found = await self._authenticate_once(request.authorization)
         return found
+
+    async def _authenticate_once(self, authorization: str) -> Principal:
+        """The blocking path, in a worker thread, once per credential however many requests wait
+        for it: when a cache entry expires under load, one database read serves them all."""
+        pending = self._lookups.get(authorization)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request itself was cancelled
+                # the request that ran the lookup was cancelled: run our own below
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._lookups[authorization] = future
+        try:
+            principal = await anyio.to_thread.run_sync(
+                self.authenticator.authenticate, authorization
+            )
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            if self._lookups.get(authorization) is future:
+                del self._lookups[authorization]
 
     def _tenant(self, principal: Principal | None, tenant_header: str | None) -> str | None:
         if principal is None:

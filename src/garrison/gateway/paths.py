@@ -2,8 +2,8 @@
 
 ``/public/../admin``, ``/public/%2e%2e/admin`` and ``//admin`` must not match a ``/public`` or miss an
 ``/admin`` rule: the path is percent-decoded once, then dot segments are resolved (RFC 3986 §5.2.4)
-and repeated slashes collapsed. A NUL or a backslash is refused outright (``None``) rather than
-guessed at, since backends disagree about them.
+and repeated slashes collapsed. A NUL, a backslash or bytes that are not UTF-8 are refused outright
+(``None``) rather than guessed at, since backends disagree about them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from urllib.parse import unquote
 
 
 def canonical_path(raw: str) -> str | None:
-    path = unquote(raw.split("?", 1)[0].split("#", 1)[0], errors="strict")
+    try:
+        path = unquote(raw.split("?", 1)[0].split("#", 1)[0], errors="strict")
+    except UnicodeDecodeError:
+        return None
     if "\x00" in path or "\\" in path:
         return None
     if not path.startswith("/"):

@@ -11,6 +11,7 @@ streams. The upstream sees the canonical path, the one that was authorized.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from urllib.parse import quote
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -48,6 +49,10 @@ _REWRITTEN = (
         b"x-real-ip",
     }
 )
+
+
+#: Characters RFC 3986 allows unencoded in a path (besides unreserved ones).
+_PCHAR = "/:@!$&'()*+,;="
 
 
 class UpstreamError(GarrisonError):
@@ -116,10 +121,7 @@ class ReverseProxy:
             await self.app(scope, receive, send)
             return
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
-        try:
-            path = canonical_path(raw.decode("latin-1"))
-        except UnicodeDecodeError:
-            path = None
+        path = canonical_path(raw.decode("latin-1"))
         route = self.route_for(path) if path is not None else None
         if route is None or path is None:
             await self.app(scope, receive, send)
@@ -174,7 +176,8 @@ class ReverseProxy:
         if route.strip_prefix:
             path = path[len(route.prefix.rstrip("/")) :] or "/"
         suffix = "?" + query.decode("latin-1") if query else ""
-        return upstream.rstrip("/") + path + suffix
+        # re-encoded: a decoded "?" or "#" in the path must stay part of the path
+        return upstream.rstrip("/") + quote(path, safe=_PCHAR) + suffix
 
     def _headers(self, scope: Scope) -> RawHeaders:
         incoming: RawHeaders = list(scope["headers"])

@@ -97,10 +97,7 @@ class VerifyEndpoint:
 def _request(
     method: bytes, uri: bytes, found: dict[bytes, bytes], ip: str | None, request_id: str | None
 ) -> Request:
-    try:
-        path = canonical_path(uri.decode("latin-1"))
-    except UnicodeDecodeError:
-        path = None
+    path = canonical_path(uri.decode("latin-1"))
     if path is None:
         raise BadRequestError("the original URI is not a valid path")
     return Request(

@@ -113,3 +113,13 @@ def check_same_origin(headers: Mapping[str, str], own_origin: str) -> None:
     origin = headers.get("origin")
     if origin is not None and origin.rstrip("/").lower() != own_origin.lower():
         raise ForbiddenError(CROSS_SITE, reasons=[CROSS_SITE], code="csrf")
+
+
+def cookie_value(cookie_header: str | None, name: str) -> str | None:
+    """One cookie's value from a raw ``Cookie`` header, for framework-free callers (``/verify``,
+    the proxy gate) that want to accept the session cookie too."""
+    for part in (cookie_header or "").split(";"):
+        key, eq, value = part.strip().partition("=")
+        if eq and key == name:
+            return value or None
+    return None

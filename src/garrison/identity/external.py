@@ -117,7 +117,7 @@ class ExternalTokens:
         self.skew = clock_skew
         self.clock = clock
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
-        self._user_ids: dict[str, str] = {}
+        self._user_ids: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def route(self, token: str) -> ExternalIdp | None:
@@ -137,10 +137,10 @@ class ExternalTokens:
         """(principal, issued-at) for a token of ``idp``; the caller checks the user's status."""
         verified = self._verify(token, idp)
         claims = verified.claims
-        user_id = self._user_id(idp, claims)
+        user_id, username = self._local_user(idp, claims)
         principal = Principal(
             sub=user_id,
-            username=str(claims.get("preferred_username") or f"{idp.name}:{claims['sub']}"),
+            username=username,  # the local name: a profile name chosen at the IdP could mimic any
             email=usable_email(claims.get("email")),
             roles=idp.local_roles(claims),
             tenant=idp.tenant(claims),
@@ -173,11 +173,11 @@ class ExternalTokens:
                 self._verified.popitem(last=False)
         return verified
 
-    def _user_id(self, idp: ExternalIdp, claims: Mapping[str, Any]) -> str:
-        """The local user of this identity, created on first sight (JIT)."""
+    def _local_user(self, idp: ExternalIdp, claims: Mapping[str, Any]) -> tuple[str, str]:
+        """(id, username) of this identity's local user, created on first sight (JIT)."""
         subject = f"{idp.name}:{claims['sub']}"
-        user_id = self._user_ids.get(subject)
-        if user_id is None:
+        local = self._user_ids.get(subject)
+        if local is None:
             user, _ = self.provisioner.ensure(
                 idp.name,
                 claims["sub"],
@@ -185,12 +185,12 @@ class ExternalTokens:
                 roles=sorted(idp.local_roles(claims)),
                 tenant=idp.tenant(claims),
             )
-            user_id = user.id
+            local = (user.id, user.username)
             with self._lock:
                 if len(self._user_ids) >= _CACHE_SIZE:
                     self._user_ids.clear()
-                self._user_ids[subject] = user_id
-        return user_id
+                self._user_ids[subject] = local
+        return local
 
 
 # -- configuration ----------------------------------------------------------------------------

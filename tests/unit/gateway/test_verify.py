@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
@@ -13,6 +14,7 @@ from starlette.testclient import TestClient
 from garrison.app import Services, build_services
 from garrison.config.settings import RateLimitDef, RouteDef
 from garrison.gateway.asgi import create_app
+from garrison.gateway.gate import Gate, Request, build_rate_guard
 from garrison.identity.users import User
 from tests.conftest import PASSWORD, MakeSettings, login
 from tests.support import free_port
@@ -239,3 +241,40 @@ def test_unreachable_redis_fails_closed_at_verify(
     services.close()
     assert response.status_code == 503
     assert services.metrics.limiter_errors._value.get() >= 1
+
+
+@pytest.mark.req("E8")
+def test_concurrent_misses_share_one_lookup(
+    svc: Services, user: Callable[..., User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a credential is not cached, one worker-thread lookup serves every waiting request."""
+    owner = user("lena", roles=("support",))
+    key, _ = svc.api_keys.create(owner.id, ("ticket.comment",), tenant=None)
+    calls = 0
+    real = svc.authenticator.authenticate
+
+    def counting(authorization: str | None) -> Any:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.05)
+        return real(authorization)
+
+    monkeypatch.setattr(svc.authenticator, "authenticate", counting)
+    gate = Gate(svc, build_rate_guard(svc))
+    request = Request("POST", "/api/tickets/1", f"Bearer {key}", None, "127.0.0.1")
+
+    async def main() -> list[str | None]:
+        admitted: list[str | None] = []
+
+        async def one() -> None:
+            admission = await gate.admit(request)
+            admitted.append(admission.principal.sub if admission.principal else None)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+        await gate.drain()
+        return admitted
+
+    assert anyio.run(main) == [owner.id] * 20
+    assert calls == 1

@@ -241,3 +241,14 @@ def test_csrf_tokens_are_bound_to_the_session_and_the_key() -> None:
             cookies.check_csrf(sid, header, cookie)
     with pytest.raises(Exception, match="csrf"):
         SessionCookies(b"o" * 32).check_csrf("sid-1", token, token)
+
+
+@pytest.mark.req("A9")
+def test_cookie_value_reads_one_cookie_from_a_raw_header() -> None:
+    from garrison.identity.cookies import cookie_value
+
+    header = f"a=1; {SESSION}=tok.en.sig; {SESSION}x=evil; b="
+    assert cookie_value(header, SESSION) == "tok.en.sig"
+    assert cookie_value(header, "b") is None
+    assert cookie_value(None, SESSION) is None
+    assert cookie_value("garbage", SESSION) is None

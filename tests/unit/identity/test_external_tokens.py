@@ -79,6 +79,9 @@ def test_gotrue_token_is_accepted_and_mapped(supabase: tuple[TestClient, Service
     assert response.status_code == 200, response.text
     assert response.json()["roles"] == ["user"]
     assert response.json()["email"] == "sam@example.test"
+    assert response.json()["username"] == "supabase.8b0c-user"
+    mimic = _me(client, hs256(gotrue_claims(sub="other", preferred_username="admin")))
+    assert mimic.json()["username"] == "supabase.other"  # never a name the IdP user chose
     user = svc.users.find_external("supabase:8b0c-user")  # provisioned just in time
     assert user is not None
     assert user.password_hash is None

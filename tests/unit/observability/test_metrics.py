@@ -68,6 +68,7 @@ def test_the_fast_path_counter_counts_by_status() -> None:
         sent.append(message)
 
     counted = count_fast_route(send, m, "/verify", "GET")
+
     async def respond() -> None:
         await counted({"type": "http.response.start", "status": 403, "headers": []})
         await counted({"type": "http.response.body", "body": b""})

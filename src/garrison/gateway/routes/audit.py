@@ -1,7 +1,8 @@
 """``/admin/audit`` and ``/admin/audit/verify`` (L4, L7): read and prove the audit log. Admin only.
 
 A tenant-bound admin sees only its tenant's records, whatever ``tenant=`` it asks for; the chain is
-platform-wide, so only a platform admin may verify it.
+platform-wide, so only a platform admin may verify it. Verify answers 200 with ``ok`` true or false
+(a finding, not a failed request); ``?anchor=SEQ:HASH`` also checks the log still reaches that head.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from garrison.audit.checkpoint import stored_public_keys
 from garrison.audit.query import AuditFilter, parse_time, search
-from garrison.audit.verify import verify_chain
+from garrison.audit.verify import parse_anchor, verify_chain
 from garrison.errors import ForbiddenError, ValidationError
 from garrison.gateway.requests import admin, services
 
@@ -54,7 +55,11 @@ async def verify(request: Request) -> JSONResponse:
     if who.tenant is not None:
         raise ForbiddenError(reasons=["the audit chain is platform-wide: platform admin required"])
     db = services(request).db
-    report = await anyio.to_thread.run_sync(lambda: verify_chain(db, stored_public_keys(db)))
+    text = request.query_params.get("anchor")
+    anchor = parse_anchor(text) if text else None
+    report = await anyio.to_thread.run_sync(
+        lambda: verify_chain(db, stored_public_keys(db), anchor=anchor)
+    )
     return JSONResponse(report.as_dict())
 
 
