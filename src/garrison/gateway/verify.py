@@ -82,10 +82,9 @@ class VerifyEndpoint:
         except GarrisonError as exc:
             await send_error(send, exc, request_id)
             return
-        headers = admission.headers or _ANONYMOUS
-        if request_id:
-            headers = [*headers, (b"x-request-id", request_id.encode())]
-        await send_response(send, 200, headers)
+        # no X-Request-ID on a 200: every header costs the server; a proxy that wants correlation
+        # sends its own (nginx: $request_id), which Garrison's logs then carry
+        await send_response(send, 200, admission.headers or _ANONYMOUS)
 
     async def _preflight(self, send: Send, origin: bytes, request_id: str | None) -> None:
         if not self.origins.allows(origin):

@@ -427,3 +427,35 @@ def test_unreachable_provider_is_503_not_a_trace(make_settings: MakeSettings) ->
     svc.close()
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.req("A11", "C1")
+def test_bad_provider_configuration_names_every_problem(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garrison.errors import ConfigError
+    from garrison.identity.oidc import build_providers
+
+    monkeypatch.delenv("GARRISON_TEST_MISSING_SECRET", raising=False)
+    settings = make_settings(
+        oidc={
+            "Bad Name": {"issuer": "http://idp.example.com", "client_id": ""},
+            "ok": {
+                "issuer": "https://idp.example.com",
+                "client_id": "x",
+                "scopes": ["email"],
+                "client_secret_env": "GARRISON_TEST_MISSING_SECRET",
+            },
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        build_providers(settings)
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "oidc.Bad Name: a provider name",
+        "oidc.Bad Name.issuer: must be an https URL",
+        "oidc.Bad Name.client_id: required",
+        "oidc.ok.scopes: must include 'openid'",
+        "GARRISON_TEST_MISSING_SECRET: missing",
+    ):
+        assert expected in problems
