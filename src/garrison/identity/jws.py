@@ -24,9 +24,9 @@ from garrison.tokens.jwt import (
     FORBIDDEN_HEADERS,
     MAX_TOKEN_BYTES,
     TokenError,
-    _b64decode,
-    _is_number,
-    _json_object,
+    b64decode_strict,
+    is_number,
+    json_object,
 )
 
 ASYMMETRIC_ALGS = frozenset({"RS256", "ES256", "EdDSA"})
@@ -64,7 +64,7 @@ def split(token: str, allowed_algs: frozenset[str]) -> Parts:
     if len(pieces) != 3:
         raise TokenError("malformed token")
     head_b64, body_b64, sig_b64 = pieces
-    header = _json_object(head_b64)
+    header = json_object(head_b64)
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in allowed_algs:
         raise TokenError("algorithm not allowed")
@@ -73,7 +73,7 @@ def split(token: str, allowed_algs: frozenset[str]) -> Parts:
     if "kid" in header and not isinstance(header["kid"], str):
         raise TokenError("unknown signing key")
     try:
-        signature = _b64decode(sig_b64)
+        signature = b64decode_strict(sig_b64)
     except (ValueError, UnicodeError, binascii.Error):
         raise TokenError("malformed token") from None
     return Parts(header, body_b64, f"{head_b64}.{body_b64}".encode("ascii"), signature)
@@ -86,7 +86,7 @@ def verified_claims(parts: Parts, lookup: KeyLookup) -> dict[str, Any]:
         raise TokenError("unknown signing key")
     if not verify(parts.signing_input, parts.signature):
         raise TokenError("bad signature")
-    return _json_object(parts.body)
+    return json_object(parts.body)
 
 
 def peek_claims(token: str) -> dict[str, Any] | None:
@@ -95,7 +95,7 @@ def peek_claims(token: str) -> dict[str, Any] | None:
     if len(pieces) != 3:
         return None
     try:
-        return _json_object(pieces[1])
+        return json_object(pieces[1])
     except TokenError:
         return None
 
@@ -103,7 +103,7 @@ def peek_claims(token: str) -> dict[str, Any] | None:
 def check_times(claims: Mapping[str, Any], now: float, skew: int) -> None:
     """``exp`` in the future, ``nbf``/``iat`` not in it (finite numbers only, as for our tokens)."""
     exp, nbf, iat = claims.get("exp"), claims.get("nbf", 0), claims.get("iat", 0)
-    if not (_is_number(exp) and _is_number(nbf) and _is_number(iat)):
+    if not (is_number(exp) and is_number(nbf) and is_number(iat)):
         raise TokenError("token lacks valid exp, nbf or iat")
     if exp <= now - skew:
         raise TokenError("token expired")
@@ -129,13 +129,13 @@ def hs256_verifier(secret: bytes) -> Verifier:
 def _b64_int(value: object) -> int:
     if not isinstance(value, str):
         raise ValueError("JWK member is not a string")
-    return int.from_bytes(_b64decode(value), "big")
+    return int.from_bytes(b64decode_strict(value), "big")
 
 
 def _b64_bytes(value: object, length: int) -> bytes:
     if not isinstance(value, str):
         raise ValueError("JWK member is not a string")
-    raw = _b64decode(value)
+    raw = b64decode_strict(value)
     if len(raw) != length:
         raise ValueError("JWK member has the wrong length")
     return raw

@@ -430,7 +430,7 @@ class OidcLogin:
     # -- helpers -------------------------------------------------------------------------------
     def _start_session(self, user: User) -> TokenPair:
         """A Garrison session exactly like a password login's: a refresh family + access token."""
-        return self.auth._pair(user, self.auth.sessions.start(user.id, user.tenant))
+        return self.auth.start_session(user)
 
     def _provider(self, name: str) -> OidcProvider:
         provider = self.providers.get(name)

@@ -94,7 +94,7 @@ class AuthService:
             reason = "unknown user" if user is None else ("inactive" if ok else "bad password")
             self._audit("auth.login", "failure", client, actor=name, reason=reason)
             raise AuthenticationError(BAD_CREDENTIALS, code="invalid_credentials")
-        pair = self._pair(user, self.sessions.start(user.id, user.tenant))
+        pair = self.start_session(user)
         self._audit(
             "auth.login",
             "success",
@@ -158,6 +158,11 @@ class AuthService:
         )
 
     # -- helpers -------------------------------------------------------------------------------
+    def start_session(self, user: User) -> TokenPair:
+        """A new refresh family and its first token pair, for a user already authenticated
+        (password here, OIDC in ``identity.oidc``)."""
+        return self._pair(user, self.sessions.start(user.id, user.tenant))
+
     def _pair(self, user: User, rotation: Any) -> TokenPair:
         token, claims = self.codec.issue(
             {

@@ -48,7 +48,7 @@ class TokenError(AuthenticationError):
     title = "Invalid token"
 
 
-def _b64decode(segment: str) -> bytes:
+def b64decode_strict(segment: str) -> bytes:
     """Strict, canonical base64url: no padding, no stray bits, so one token has one spelling."""
     size = len(segment)
     if not _B64URL.fullmatch(segment) or size % 4 == 1:
@@ -68,13 +68,13 @@ def _reject_constant(name: str) -> Any:
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _json_object(segment: str) -> dict[str, Any]:
+def json_object(segment: str) -> dict[str, Any]:
     """A base64url segment holding a UTF-8 JSON object; ``TokenError`` for anything else.
 
     ``RecursionError`` is caught too: a header of nested brackets must be a 401, never a 500.
     """
     try:
-        value = _JSON.decode(_b64decode(segment).decode("utf-8"))
+        value = _JSON.decode(b64decode_strict(segment).decode("utf-8"))
     except (ValueError, UnicodeError, binascii.Error, RecursionError):
         raise TokenError("malformed token") from None
     if not isinstance(value, dict):
@@ -174,12 +174,12 @@ class TokenCodec:
         if key_alg != alg:
             raise TokenError("algorithm does not match the key")
         try:
-            signature = _b64decode(sig_b64)
+            signature = b64decode_strict(sig_b64)
         except (ValueError, UnicodeError, binascii.Error):
             raise TokenError("malformed token") from None
         if not verify(token[: len(head_b64) + 1 + len(body_b64)].encode("ascii"), signature):
             raise TokenError("bad signature")
-        claims = _json_object(body_b64)
+        claims = json_object(body_b64)
         self._check_claims(claims)
         return claims, kid
 
@@ -190,7 +190,7 @@ class TokenCodec:
         known = self._headers.get(head_b64)
         if known is not None:
             return known
-        header = _json_object(head_b64)
+        header = json_object(head_b64)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in _ALLOWED_ALGS:
             raise TokenError("algorithm not allowed")
@@ -207,7 +207,7 @@ class TokenCodec:
     def _check_claims(self, claims: dict[str, Any]) -> None:
         now = self.clock()
         exp, nbf, iat = claims.get("exp"), claims.get("nbf", 0), claims.get("iat")
-        if not (_is_number(exp) and _is_number(nbf) and _is_number(iat)):
+        if not (is_number(exp) and is_number(nbf) and is_number(iat)):
             raise TokenError("token lacks valid exp, nbf or iat")
         if exp <= now - self.skew:
             raise TokenError("token expired")
@@ -222,7 +222,7 @@ class TokenCodec:
             raise TokenError("token lacks sub or jti")
 
 
-def _is_number(value: object) -> TypeGuard[int | float]:
+def is_number(value: object) -> TypeGuard[int | float]:
     """A finite JSON number (``1e999`` parses to infinity: a token that never expires)."""
     if isinstance(value, bool):
         return False
