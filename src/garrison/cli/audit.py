@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from contextlib import ExitStack
 from enum import StrEnum
@@ -21,6 +20,7 @@ from garrison.audit.retention import prune as prune_log
 from garrison.audit.verify import parse_anchor, verify_chain
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, fail, out
+from garrison.cli.users import cli_actor
 
 app = typer.Typer(
     help="The audit log: verify the chain, query, export, prune.", no_args_is_help=True
@@ -268,10 +268,3 @@ def prune(
         as_json,
         lambda: out.print(f"pruned {result.deleted} record(s) older than {older_than}"),
     )
-
-
-def cli_actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "cli"

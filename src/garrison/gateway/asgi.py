@@ -92,7 +92,7 @@ def create_app(services: Services) -> ASGIApp:
         writer = services.audit if isinstance(services.audit, AuditWriter) else None
         if writer is not None:
             writer.start()  # group commit from here on (L1)
-        stop_policy_watch = start_policy_watch(services.authorizer)  # SIGHUP / file change (Z3)
+        stop_policy_watch = start_policy_watch(services.authorizer, audit=services.audit)  # SIGHUP / file change (Z3)
         try:
             yield
         finally:

@@ -11,7 +11,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 
 from garrison.app import Services
-from garrison.errors import BadRequestError, ForbiddenError, ValidationError
+from garrison.errors import AuthenticationError, BadRequestError, ForbiddenError, ValidationError
 from garrison.gateway.authz import record_deny
 from garrison.gateway.session_cookies import check_cookie_request, session_credential
 from garrison.identity.service import Client
@@ -73,9 +73,13 @@ async def principal(request: Request) -> Principal:
     authn = services(request).authenticator
     from_cookie = session_credential(request)  # only without an Authorization header (A9)
     header = from_cookie or request.headers.get("authorization")
-    found = authn.authenticate_cached(header)
-    if found is None:
-        found = await anyio.to_thread.run_sync(authn.authenticate, header)
+    try:
+        found = authn.authenticate_cached(header)
+        if found is None:
+            found = await anyio.to_thread.run_sync(authn.authenticate, header)
+    except AuthenticationError as exc:
+        services(request).metrics.auth_failure(exc.code)  # L6: spikes alert, by reason
+        raise
     if from_cookie is not None:
         await check_cookie_request(request, services(request), found, client(request))
     await _resolve_tenant(request, found)

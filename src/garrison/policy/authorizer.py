@@ -57,6 +57,8 @@ class Authorizer:
         self.policy_dir = policy_dir
         self.cache_size = cache_size
         self._lock = threading.Lock()
+        #: why the last reload was refused (None once a reload succeeds): audited by the watcher
+        self.last_reload_error: str | None = None
         self._state = self._build(registry, load_bundle(policy_dir))
 
     @classmethod
@@ -154,7 +156,9 @@ class Authorizer:
                 bundle = load_bundle(self.policy_dir)
             except (OSError, PolicyLoadError) as exc:
                 log.error("policy reload refused; keeping %s: %s", current.version, exc)
+                self.last_reload_error = str(exc)
                 return False
+            self.last_reload_error = None
             fresh = self._build(current.registry, bundle)
             if fresh.version == current.version:
                 current.bundle = bundle  # same content, new timestamps

@@ -14,15 +14,19 @@ import signal
 import threading
 from collections.abc import Callable
 
+from garrison.audit.event import AuditEvent, AuditSink
 from garrison.policy.authorizer import Authorizer
 
 log = logging.getLogger("garrison.policy")
 
 
 class PolicyWatcher:
-    def __init__(self, authorizer: Authorizer, interval: float = 2.0) -> None:
+    def __init__(
+        self, authorizer: Authorizer, interval: float = 2.0, audit: AuditSink | None = None
+    ) -> None:
         self.authorizer = authorizer
         self.interval = interval
+        self.audit = audit
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="garrison-policy-watch", daemon=True)
@@ -47,14 +51,42 @@ class PolicyWatcher:
             if self._stop.is_set():
                 return
             try:
-                self.authorizer.reload()
+                self.check()
             except Exception:  # the watcher must outlive any surprise
                 log.exception("policy reload check failed")
 
+    def check(self) -> None:
+        """Reload if the files changed; a new version and a refused edit are both audited (L2)."""
+        before, error_before = self.authorizer.version, self.authorizer.last_reload_error
+        changed = self.authorizer.reload()
+        error = self.authorizer.last_reload_error
+        if self.audit is None:
+            return
+        if changed:
+            event = AuditEvent(
+                action="config.policy.reload",
+                outcome="success",
+                actor="system",
+                details={"from": before, "to": self.authorizer.version},
+            )
+        elif error is not None and error != error_before:
+            event = AuditEvent(
+                action="config.policy.reload",
+                outcome="failure",
+                actor="system",
+                reason="policy files do not validate; the running version stays",
+                details={"version": before, "error": error[:400]},
+            )
+        else:
+            return
+        self.audit.record_sync(event)
 
-def start_policy_watch(authorizer: Authorizer, interval: float = 2.0) -> Callable[[], None]:
+
+def start_policy_watch(
+    authorizer: Authorizer, interval: float = 2.0, audit: AuditSink | None = None
+) -> Callable[[], None]:
     """Start watching (and SIGHUP where the running loop can take signals); returns ``stop``."""
-    watcher = PolicyWatcher(authorizer, interval).start()
+    watcher = PolicyWatcher(authorizer, interval, audit).start()
     loop: asyncio.AbstractEventLoop | None = None
     with contextlib.suppress(RuntimeError, ValueError, NotImplementedError, AttributeError):
         loop = asyncio.get_running_loop()

@@ -360,3 +360,19 @@ def test_unknown_paths_and_methods_are_problems(client: TestClient) -> None:
     wrong = client.get("/auth/login")
     assert wrong.status_code == 405
     assert wrong.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.req("L6", "A3")
+def test_refused_tokens_on_api_routes_are_counted_by_reason(
+    client: TestClient, services: Services
+) -> None:
+    def count(reason: str) -> float:
+        value = services.metrics.registry.get_sample_value(
+            "garrison_auth_failures_total", {"reason": reason}
+        )
+        return value or 0.0
+
+    before = count("invalid_token")
+    for _ in range(3):
+        assert client.get("/auth/me", headers=bearer("eyJhbGciOiJub25lIn0.e30.")).status_code == 401
+    assert count("invalid_token") == before + 3

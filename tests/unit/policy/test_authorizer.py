@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from garrison.audit.event import AuditEvent
 from garrison.errors import ConfigError
 from garrison.policy import Authorizer, Resource
 from garrison.policy.registry import DEFAULT_REGISTRY, load_registry_file
@@ -185,3 +186,41 @@ def test_sighup_or_the_file_watch_reloads_a_running_service(
         assert authorizer.decide(_who("support"), "user.read").reasons == ("maintenance",)
     finally:
         watcher.stop()
+
+
+class _Sink:
+    """An in-memory AuditSink: the watcher's own output, not a stand-in for a database."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    async def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def record_sync(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+@pytest.mark.req("L2", "Z3")
+def test_policy_reloads_and_refused_edits_are_audited(
+    authorizer: Authorizer, policy_dir: Path
+) -> None:
+    from garrison.policy.watch import PolicyWatcher
+
+    sink = _Sink()
+    watcher = PolicyWatcher(authorizer, interval=3600, audit=sink)  # driven by hand: check()
+    before = authorizer.version
+    (policy_dir / "zz_pause.cedar").write_text(
+        '@id("pause")\n@reason("maintenance")\n'
+        'forbid (principal, action, resource) when { context.action == "user.read" };\n'
+    )
+    watcher.check()
+    (policy_dir / "zz_broken.cedar").write_text("permit (principal, action, resource) when {")
+    watcher.check()
+    watcher.check()  # the same refusal again is not a new event
+    assert [(e.action, e.outcome) for e in sink.events] == [
+        ("config.policy.reload", "success"),
+        ("config.policy.reload", "failure"),
+    ]
+    assert sink.events[0].details == {"from": before, "to": authorizer.version}
+    assert authorizer.decide(_who("support"), "user.read").reasons == ("maintenance",)
