@@ -28,12 +28,12 @@ from garrison.audit.writer import AuditWriter
 from garrison.errors import GarrisonError
 from garrison.gateway.problem import problem_body, problem_response, simple_problem
 from garrison.gateway.routes import admin, auth, health, wellknown
-from garrison.gateway.stack import build_edge
 from garrison.gateway.routes import audit as audit_routes
 from garrison.gateway.routes import decide as decide_routes
 from garrison.gateway.routes import metrics as metrics_routes
 from garrison.gateway.routes import oidc as oidc_routes
 from garrison.gateway.routes import vault as vault_routes
+from garrison.gateway.stack import build_edge
 from garrison.observability.asgi import RequestObserver, count_fast_route
 from garrison.observability.logging import request_id_var
 from garrison.policy.watch import start_policy_watch
@@ -92,7 +92,8 @@ def create_app(services: Services) -> ASGIApp:
         writer = services.audit if isinstance(services.audit, AuditWriter) else None
         if writer is not None:
             writer.start()  # group commit from here on (L1)
-        stop_policy_watch = start_policy_watch(services.authorizer, audit=services.audit)  # SIGHUP / file change (Z3)
+        # SIGHUP or a file change reloads policies; both outcomes are audited (Z3, L2)
+        stop_policy_watch = start_policy_watch(services.authorizer, audit=services.audit)
         try:
             yield
         finally:
@@ -185,7 +186,7 @@ class Front:
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if _REQUEST_ID.match(text):
                 return text
             break
