@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from garrison.app import Services
-from garrison.audit.event import AuditEvent
 from garrison.errors import ForbiddenError
 from garrison.identity.service import Client
 from garrison.policy import Decision, Resource
@@ -33,15 +32,12 @@ async def record_deny(
     if action is not None:
         details["action"] = action
     await svc.audit.record(
-        AuditEvent(
-            action="authz.deny",
-            outcome="deny",
+        client.event(
+            "authz.deny",
+            "deny",
             actor=who.sub if who else None,
             tenant=tenant if tenant is not None else (who.tenant if who else None),
-            ip=client.ip,
-            user_agent=client.user_agent,
             reason=reasons[0] if reasons else None,
-            request_id=client.request_id,
             details=details,
         )
     )

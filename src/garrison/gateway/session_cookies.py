@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from garrison.app import Services
-from garrison.audit.event import AuditEvent
 from garrison.errors import AuthenticationError, ForbiddenError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.cookies import (
@@ -93,15 +92,12 @@ async def _audit_refusal(
     svc: Services, actor: str | None, tenant: str | None, client: Client, exc: ForbiddenError
 ) -> None:
     await svc.audit.record(
-        AuditEvent(
-            action="auth.csrf",
-            outcome="deny",
+        client.event(
+            "auth.csrf",
+            "deny",
             actor=actor,
             tenant=tenant,
-            ip=client.ip,
-            user_agent=client.user_agent,
             reason=exc.reasons[0] if exc.reasons else exc.detail,
-            request_id=client.request_id,
         )
     )
 

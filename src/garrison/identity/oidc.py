@@ -38,7 +38,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 import redis
 
-from garrison.audit.event import AuditEvent, AuditSink, Outcome
+from garrison.audit.event import AuditSink, Outcome
 from garrison.clock import Clock, system_clock
 from garrison.config import Settings
 from garrison.errors import (
@@ -492,15 +492,12 @@ class OidcLogin:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.audit.record_sync(
-            AuditEvent(
-                action="auth.oidc",
-                outcome=outcome,
+            client.event(
+                "auth.oidc",
+                outcome,
                 actor=actor,
                 tenant=tenant,
-                ip=client.ip,
-                user_agent=client.user_agent,
                 reason=reason,
-                request_id=client.request_id,
                 details={"provider": provider, "step": step, **(extra or {})},
             )
         )

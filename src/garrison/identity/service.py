@@ -7,11 +7,11 @@ either way. The throttle counts only failures, per account and per IP; when eith
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.audit.event import AuditEvent, AuditSink
+from garrison.audit.event import AuditEvent, AuditSink, Outcome
 from garrison.errors import AuthenticationError, RateLimitedError, RefreshReuseError
 from garrison.identity.passwords import verify_password
 from garrison.identity.sessions import SessionStore
@@ -32,9 +32,33 @@ class Throttle:
 
 @dataclass(frozen=True, slots=True)
 class Client:
+    """Where a request came from: what every audit record of it carries (L3)."""
+
     ip: str | None = None
     user_agent: str | None = None
     request_id: str | None = None
+
+    def event(
+        self,
+        action: str,
+        outcome: Outcome,
+        *,
+        actor: str | None = None,
+        tenant: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            outcome=outcome,
+            actor=actor,
+            tenant=tenant,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            reason=reason,
+            request_id=self.request_id,
+            details=details or {},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +204,7 @@ class AuthService:
     def _audit(
         self,
         action: str,
-        outcome: Any,
+        outcome: Outcome,
         client: Client,
         *,
         actor: str | None = None,
@@ -189,15 +213,7 @@ class AuthService:
         details: dict[str, Any] | None = None,
     ) -> None:
         self.audit.record_sync(
-            AuditEvent(
-                action=action,
-                outcome=outcome,
-                actor=actor,
-                tenant=tenant,
-                ip=client.ip,
-                user_agent=client.user_agent,
-                reason=reason,
-                request_id=client.request_id,
-                details=details or {},
+            client.event(
+                action, outcome, actor=actor, tenant=tenant, reason=reason, details=details
             )
         )

@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from garrison.app import Services
-from garrison.audit.event import AuditEvent
 from garrison.errors import ForbiddenError
 from garrison.gateway.authz import record_deny
 from garrison.gateway.requests import acting_tenant, admin, client, parse_body, services
@@ -68,14 +67,11 @@ async def _check_same_tenant(request: Request, who: Principal, target: str | Non
 async def _audit(request: Request, who: Principal, action: str, **details: Any) -> None:
     c = client(request)
     await services(request).audit.record(
-        AuditEvent(
-            action=action,
-            outcome="success",
+        c.event(
+            action,
+            "success",
             actor=who.sub,
             tenant=await _scope_tenant(request),
-            ip=c.ip,
-            user_agent=c.user_agent,
-            request_id=c.request_id,
             details=details,
         )
     )

@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from garrison.audit.event import AuditEvent
 from garrison.errors import ForbiddenError
 from garrison.gateway.authz import record_deny
 from garrison.gateway.requests import acting_tenant, client, parse_body, principal, services
@@ -98,15 +97,12 @@ async def _subject(
 async def _audit(request: Request, who: Principal, subject: Principal, decision: Decision) -> None:
     c = client(request)
     await services(request).audit.record(
-        AuditEvent(
-            action="authz.decide",
-            outcome="success" if decision.allow else "deny",
+        c.event(
+            "authz.decide",
+            "success" if decision.allow else "deny",
             actor=who.sub,
             tenant=who.tenant,
-            ip=c.ip,
-            user_agent=c.user_agent,
             reason=decision.reasons[0] if decision.reasons else None,
-            request_id=c.request_id,
             details={
                 "subject": subject.sub,
                 "action": decision.action,

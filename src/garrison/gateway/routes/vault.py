@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from garrison.audit.event import AuditEvent, Outcome
+from garrison.audit.event import Outcome
 from garrison.errors import GarrisonError, NotFoundError
 from garrison.gateway.authz import enforce
 from garrison.gateway.requests import acting_tenant, client, parse_body, principal, services
@@ -79,14 +79,11 @@ async def _audit(
 ) -> None:
     c = client(request)
     await services(request).audit.record(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
+        c.event(
+            action,
+            outcome,
             actor=who.sub,
             tenant=tenant,
-            ip=c.ip,
-            user_agent=c.user_agent,
-            request_id=c.request_id,
             reason=reason,
             details=details,
         )
