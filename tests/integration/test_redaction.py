@@ -53,8 +53,8 @@ def _flow(post: Callable[..., Any], get: Callable[..., Any]) -> list[str]:
     api_key = key.json()["key"]
     secrets_seen.append(api_key)
     assert get("/auth/me", headers={"Authorization": f"Bearer {api_key}"}).status_code == 200
-    assert get(f"/auth/me?api_key={api_key}").status_code == 400  # A8: refused, never logged
-    assert get(f"/auth/me?access_token={second['access_token']}").status_code == 400
+    assert get(f"/auth/me?api_key={api_key}").status_code == 401  # A8: refused, never logged
+    assert get(f"/auth/me?access_token={second['access_token']}").status_code == 401
     bad = get("/auth/me", headers={"Authorization": f"Bearer {second['access_token']}x"})
     assert bad.status_code == 401
     assert second["access_token"] not in bad.text

