@@ -59,7 +59,8 @@ class VerifyEndpoint:
         self.proxies = proxies
         self.origins = origins
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer one forward-auth request; returns the status sent."""
         found: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             if name in _WANTED and name not in found:
@@ -71,8 +72,7 @@ class VerifyEndpoint:
             if not method or not uri:
                 raise BadRequestError(_NO_ORIGINAL)
             if method == b"OPTIONS" and b"origin" in found and _ACRM in found:
-                await self._preflight(send, found[b"origin"], request_id)
-                return
+                return await self._preflight(send, found[b"origin"], request_id)
             ip = self.proxies.client_ip(peer_address(scope), found.get(b"x-forwarded-for"))
             key = (found.get(b"authorization"), method, uri, found.get(b"x-tenant-id"))
             admission = await self.gate.admit_cached(key, ip)
@@ -81,16 +81,19 @@ class VerifyEndpoint:
                 admission = await self.gate.admit(request, cache_key=key)
         except GarrisonError as exc:
             await send_error(send, exc, request_id)
-            return
+            return exc.status
         # no X-Request-ID on a 200: every header costs the server; a proxy that wants correlation
         # sends its own (nginx: $request_id), which Garrison's logs then carry
         await send_response(send, 200, admission.headers or _ANONYMOUS)
+        return 200
 
-    async def _preflight(self, send: Send, origin: bytes, request_id: str | None) -> None:
+    async def _preflight(self, send: Send, origin: bytes, request_id: str | None) -> int:
         if not self.origins.allows(origin):
-            await send_error(send, origin_refused(), request_id)
-            return
+            refused = origin_refused()
+            await send_error(send, refused, request_id)
+            return refused.status
         await send_response(send, 200, [])
+        return 200
 
 
 def _request(

@@ -111,17 +111,6 @@ class RequestObserver:
         return route
 
 
-def count_fast_route(send: Send, metrics: Metrics, route: str, method: str) -> Send:
-    """For the framework-free hot path: count the answer by status, nothing heavier."""
-
-    async def counted_send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            metrics.count_request(route, method, int(message["status"]))
-        await send(message)
-
-    return counted_send
-
-
 def _headers(scope: Scope) -> dict[str, str]:
     return {
         name.decode("latin-1"): value.decode("latin-1")

@@ -20,8 +20,11 @@ from garrison.clock import Clock, system_clock
 from garrison.errors import UnavailableError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
+    """One limiter answer; treat it as read-only. Not ``frozen``: it is built on every request of
+    the hot path, and a frozen dataclass's ``__init__`` costs several times a plain one's."""
+
     allowed: bool
     count: int
     limit: int

@@ -14,7 +14,7 @@ from garrison.app import Services, build_services
 from garrison.gateway.asgi import create_app
 from garrison.identity.users import User
 from tests.conftest import PASSWORD, MakeSettings, bearer, login
-from tests.support import redis_client, redis_prefix
+from tests.support import create_pg_database, drop_pg_database, redis_client, redis_prefix
 
 MakeUser = Callable[..., User]
 
@@ -121,28 +121,25 @@ def test_ip_throttle_stops_spraying_across_accounts(
 
 
 @pytest.fixture
-def two_replicas(make_settings: MakeSettings, pg_database: str) -> Iterator[list[Services]]:
-    """Two service instances sharing one PostgreSQL database and one Redis, as two replicas do."""
+def two_replicas(make_settings: MakeSettings) -> Iterator[list[Services]]:
+    """Two service instances sharing one (fresh) PostgreSQL database and one Redis."""
     redis_client()
+    url = create_pg_database()
     settings = make_settings(
-        DATABASE_URL=pg_database,
+        DATABASE_URL=url,
         REDIS_URL="redis://127.0.0.1:6379/0",
         USE_REDIS_LIMITER=True,
         GARRISON_REDIS_PREFIX=redis_prefix(),
     )
     replicas = [build_services(settings) for _ in range(2)]
-    replicas[0].db.engine.dispose()
     yield replicas
     for svc in replicas:
         svc.close()
+    drop_pg_database(url)
 
 
 @pytest.mark.req("A13", "E3")
 def test_login_throttle_is_shared_through_redis(two_replicas: list[Services]) -> None:
-    import sqlalchemy as sa
-
-    with two_replicas[0].db.begin() as conn:
-        conn.execute(sa.text("DELETE FROM users"))
     two_replicas[0].users.create("alice", PASSWORD)
     first, second = (create_app(svc) for svc in two_replicas)
     with TestClient(first) as a, TestClient(second) as b:

@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
+from garrison.app import Services
 from garrison.audit.event import AuditEvent
-from garrison.observability.asgi import UNMATCHED, RequestObserver, count_fast_route, route_template
+from garrison.observability.asgi import UNMATCHED, RequestObserver, route_template
 from garrison.observability.metrics import Metrics
 
 
@@ -59,21 +61,18 @@ def test_the_observer_labels_by_template_and_counts_a_crash_as_500() -> None:
     assert route_template({"type": "http"}) == UNMATCHED
 
 
-@pytest.mark.req("L6")
-def test_the_fast_path_counter_counts_by_status() -> None:
-    m = Metrics()
-    sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    counted = count_fast_route(send, m, "/verify", "GET")
-
-    async def respond() -> None:
-        await counted({"type": "http.response.start", "status": 403, "headers": []})
-        await counted({"type": "http.response.body", "body": b""})
-
-    asyncio.run(respond())
-    labels = {"route": "/verify", "method": "GET", "status": "403"}
-    assert _value(m, "garrison_http_requests_total", **labels) == 1.0
-    assert len(sent) == 2
+@pytest.mark.req("L6", "E8")
+def test_the_fast_path_is_counted_by_status(client: TestClient, services: Services) -> None:
+    """/verify pays for no middleware, but its answers still reach the request counter."""
+    for _ in range(2):
+        response = client.get("/verify", headers={"X-Original-Method": "GET"})
+        assert response.status_code == 400  # no original URI
+    assert (
+        client.get(
+            "/verify", headers={"X-Original-Method": "GET", "X-Original-URI": "/x"}
+        ).status_code
+        == 401
+    )
+    labels = {"route": "/verify", "method": "GET"}
+    assert _value(services.metrics, "garrison_http_requests_total", **labels, status="400") == 2.0
+    assert _value(services.metrics, "garrison_http_requests_total", **labels, status="401") == 1.0
