@@ -50,7 +50,16 @@ class JsonFormatter(logging.Formatter):
 
 
 #: Libraries whose debug output carries SQL parameters or request internals.
-_NOISY = ("sqlalchemy", "httpx", "httpcore", "psycopg", "hpack", "multipart", "opentelemetry")
+_NOISY = (
+    "alembic",
+    "sqlalchemy",
+    "httpx",
+    "httpcore",
+    "psycopg",
+    "hpack",
+    "multipart",
+    "opentelemetry",
+)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
