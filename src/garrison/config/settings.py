@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 Env = Literal["development", "production"]
 SigningAlg = Literal["RS256", "ES256", "EdDSA"]
@@ -94,6 +94,27 @@ class ExternalIdpDef(_Frozen):
     role_map: dict[str, str] = Field(default_factory=dict)
     default_roles: tuple[str, ...] = ("user",)  # always granted to a verified identity
     tenant_claim: str = ""  # claim naming the tenant; empty: platform-scoped identities
+
+
+#: Garrison's own path namespaces. A proxied route may not cover one (nor sit inside one): the
+#: built-in proxy runs before Garrison's routes, so ``prefix = "/"`` would hand /auth/login to an
+#: upstream. A test checks every route the app serves starts with one of these.
+RESERVED_PATHS: tuple[str, ...] = (
+    "/auth",
+    "/admin",
+    "/.well-known",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/verify",
+    "/v1/decide",
+    "/v1/secrets",
+)
+
+
+def _overlaps(prefix: str, reserved: str) -> bool:
+    p = prefix.rstrip("/")
+    return p == reserved or reserved.startswith(p + "/") or p.startswith(reserved + "/")
 
 
 class Settings(_Frozen):
@@ -183,6 +204,19 @@ class Settings(_Frozen):
     policy_dir: Path | None = Field(None, alias="GARRISON_POLICY_DIR")
     oidc: dict[str, OidcProviderDef] = Field(default_factory=dict)
     external_idps: dict[str, ExternalIdpDef] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _routes_leave_garrison_paths_alone(self) -> Settings:
+        clashes = [
+            f"routes[{i}].prefix {route.prefix!r} covers Garrison's own {reserved}"
+            for i, route in enumerate(self.routes)
+            if route.upstream
+            for reserved in RESERVED_PATHS
+            if _overlaps(route.prefix, reserved)
+        ]
+        if clashes:
+            raise ValueError("; ".join(clashes))
+        return self
 
     @property
     def production(self) -> bool:

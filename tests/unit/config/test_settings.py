@@ -149,3 +149,40 @@ def test_secrets_generate_prints_values_production_accepts(tmp_path: Path) -> No
         assert secret_problem(name, value) is None
         assert value not in second.stdout  # fresh every time
     assert load_settings(prod(**values)).production
+
+
+@pytest.mark.req("E8", "E7")
+@pytest.mark.parametrize(
+    "prefix", ["/", "/auth", "/auth/login", "/admin/", "/.well-known", "/v1/secrets/x"]
+)
+def test_a_proxied_route_cannot_shadow_garrisons_own_paths(tmp_path: Path, prefix: str) -> None:
+    toml = tmp_path / "garrison.toml"
+    toml.write_text(
+        f'[[routes]]\nprefix = "{prefix}"\naction = "ticket.read"\nupstream = "http://127.0.0.1:9"\n'
+    )
+    with pytest.raises(ConfigError, match="covers Garrison's own"):
+        load_settings({"GARRISON_CONFIG": str(toml)})
+
+
+@pytest.mark.req("E8")
+def test_proxied_routes_beside_garrisons_paths_are_fine(tmp_path: Path) -> None:
+    toml = tmp_path / "garrison.toml"
+    toml.write_text(
+        '[[routes]]\nprefix = "/api"\naction = "ticket.read"\nupstream = "http://127.0.0.1:9"\n'
+        '[[routes]]\nprefix = "/v1/tickets"\naction = "ticket.read"\nupstream = "http://127.0.0.1:9"\n'
+        '[[routes]]\nprefix = "/authors"\naction = "ticket.read"\nupstream = "http://127.0.0.1:9"\n'
+    )
+    assert len(load_settings({"GARRISON_CONFIG": str(toml)}).routes) == 3
+
+
+@pytest.mark.req("E8")
+def test_every_route_garrison_serves_is_reserved_from_the_proxy() -> None:
+    from starlette.routing import Route
+
+    from garrison.config.settings import RESERVED_PATHS
+    from garrison.gateway.asgi import app_routes
+
+    paths = [route.path for route in app_routes() if isinstance(route, Route)]
+    assert paths
+    for path in [*paths, "/verify"]:
+        assert any(path == r or path.startswith(r + "/") for r in RESERVED_PATHS), path
