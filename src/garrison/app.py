@@ -200,6 +200,8 @@ def build_services(
         cache_ttl=settings.user_cache_ttl,
         clock=clock,
         audit=audit,
+        # A7: with REQUIRE_JWT_FOR_ADMIN an API key never carries admin, on any path (/verify too)
+        api_keys_grant_admin=not settings.jwt_required_for_admin,
     )
     authorizer = Authorizer.from_settings(settings)
     auth = AuthService(

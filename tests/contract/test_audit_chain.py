@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from garrison.audit.event import AuditEvent
 from garrison.audit.retention import prune
 from garrison.audit.verify import ChainReport, verify_chain
 from garrison.audit.writer import AuditWriter
-from garrison.errors import ConflictError
+from garrison.errors import ConflictError, ValidationError
 from garrison.storage.db import Database
 from garrison.storage.schema import audit_checkpoints, audit_log
 
@@ -307,3 +308,21 @@ def test_an_anchor_catches_a_log_cut_short_or_rewritten(backend_services: Servic
     assert _verify(svc).ok
     redone = verify_chain(svc.db, keys, anchor=anchor)
     assert (redone.ok, redone.first_bad_seq) == (False, 10)
+
+
+@pytest.mark.req("L4", "E7")
+@pytest.mark.parametrize("field", ["action", "actor", "tenant"])
+def test_audit_filters_refuse_nul_and_oversized_text_on_both_databases(
+    backend_services: Services, field: str
+) -> None:
+    from garrison.audit.query import AuditFilter, search
+
+    build: Callable[[str], AuditFilter] = {
+        "action": lambda v: AuditFilter(action=v),
+        "actor": lambda v: AuditFilter(actor=v),
+        "tenant": lambda v: AuditFilter(tenant=v),
+    }[field]
+    for bad in ("a\x00b", "x" * 401):
+        with pytest.raises(ValidationError, match=field):
+            search(backend_services.db, build(bad))
+    assert search(backend_services.db, build("ok")) == []

@@ -62,6 +62,13 @@ class AuditFilter:
     limit: int | None = 100
 
     def __post_init__(self) -> None:
+        for name in ("action", "actor", "tenant"):
+            value = getattr(self, name)
+            # PostgreSQL refuses NUL in text (a 500, not an empty answer); no column is wider
+            if value is not None and ("\x00" in value or len(value) > 400):
+                raise ValidationError(
+                    f"bad {name}", reasons=[f"{name}: at most 400 characters, no NUL"]
+                )
         if self.outcome is not None and self.outcome not in OUTCOMES:
             raise ValidationError(
                 "unknown outcome", reasons=[f"outcome: one of {', '.join(OUTCOMES)}"]

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from garrison.config.settings import RouteDef
 from garrison.errors import BadRequestError, PayloadTooLargeError
+from garrison.gateway.paths import canonical_path
 from garrison.gateway.raw import header, send_error
 
 SYSTEM_PREFIX = "/system/"
@@ -32,9 +33,24 @@ class BodyCaps:
 
     def for_path(self, path: str) -> int:
         for prefix, cap in self._caps:
-            if path.startswith(prefix):
+            if _under(prefix, path):
                 return cap
         return self.default
+
+    def for_scope(self, scope: Scope) -> int:
+        """The cap of the canonical path (the one the proxy serves), so ``//upload`` or
+        ``/x/../upload`` get ``/upload``'s cap; a path with no canonical form gets the smallest."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = canonical_path(raw.decode("latin-1"))
+        if path is None:
+            return min(self.default, *(cap for _, cap in self._caps))
+        return self.for_path(path)
+
+
+def _under(prefix: str, path: str) -> bool:
+    """Segment-wise: ``/upload`` covers ``/upload`` and ``/upload/a``, not ``/uploadX``."""
+    base = prefix.rstrip("/")
+    return path == base or path.startswith(base + "/")
 
 
 def too_large(cap: int) -> PayloadTooLargeError:
@@ -65,7 +81,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cap = self.caps.for_path(scope["path"])
+        cap = self.caps.for_scope(scope)
         request_id = scope.get("garrison.request_id")
         declared = header(scope, b"content-length")
         if declared is not None and not declared.isdigit():

@@ -39,6 +39,8 @@ class TrustedProxies:
             ip = ipaddress.ip_address(address.strip())
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d
         return any(ip in net for net in self.networks)
 
     def trusts(self, address: str | None) -> bool:
@@ -72,6 +74,16 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def joined(scope: Scope, name: bytes) -> bytes | None:
+    """Every line of a list header, in order, as one comma-separated value (RFC 9110 §5.3).
+
+    A proxy may add its own line rather than append to the client's (HAProxy's ``option
+    forwardfor`` does): reading only the first line would believe the client's forgery.
+    """
+    values = [bytes(value) for key, value in scope["headers"] if key == name]
+    return b", ".join(values) if values else None
+
+
 def peer_address(scope: Scope) -> str | None:
     client = scope.get("client")
     return str(client[0]) if client else None
@@ -94,9 +106,9 @@ def resolve(scope: Scope, proxies: TrustedProxies) -> str | None:
         ip: str | None = scope["garrison.client_ip"]
         return ip
     peer = peer_address(scope)
-    ip = proxies.client_ip(peer, header(scope, b"x-forwarded-for"))
+    ip = proxies.client_ip(peer, joined(scope, b"x-forwarded-for"))
     scope["garrison.client_ip"] = ip
-    scope["scheme"] = proxies.scheme(peer, header(scope, b"x-forwarded-proto"), scope["scheme"])
+    scope["scheme"] = proxies.scheme(peer, joined(scope, b"x-forwarded-proto"), scope["scheme"])
     return ip
 
 

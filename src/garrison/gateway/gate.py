@@ -159,7 +159,7 @@ class Gate:
         if len(self._admitted) >= _ADMITTED_CACHE_SIZE:
             self._admitted.clear()
         until = min(principal.expires_at, self.clock() + self._ttl)
-        plan = self.guard.plan(request.path, group, principal, request.tenant_header)
+        plan = self.guard.plan(request.path, group, principal, admission.tenant)
         self._admitted[key] = _Admitted(admission, plan, until, self.authorizer.version)
 
     async def admit(self, request: Request, *, cache_key: Hashable | None = None) -> Admission:
@@ -174,10 +174,17 @@ class Gate:
         principal: Principal | None = None
         try:
             principal = await self._authenticate(request, action)
-            await self.guard.check(
-                request.path, group, principal, request.tenant_header, request.ip
-            )
-            tenant = self._tenant(principal, request.tenant_header)
+            # Limits keyed by tenant count the tenant that was checked, never the header as sent
+            # (made-up X-Tenant-ID values would each get a fresh counter); a refused tenant is
+            # answered after the limits are spent, so probing tenants is limited too.
+            refused: ForbiddenError | None = None
+            try:
+                tenant = self._tenant(principal, request.tenant_header)
+            except ForbiddenError as exc:
+                tenant, refused = None, exc
+            await self.guard.check(request.path, group, principal, tenant, request.ip)
+            if refused is not None:
+                raise refused
             _require_roles(match, principal)
         except AuthenticationError as exc:
             self.metrics.auth_failure(exc.code)

@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garrison.config.settings import RouteDef
 from garrison.errors import BadRequestError, GarrisonError, PayloadTooLargeError
-from garrison.gateway.forwarded import TrustedProxies, peer_address
+from garrison.gateway.forwarded import TrustedProxies, joined, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, Gate, Request
 from garrison.gateway.paths import canonical_path
-from garrison.gateway.raw import RawHeaders, header, send_error
+from garrison.gateway.raw import RawHeaders, header, send_error, single_header
 
 HOP_BY_HOP = frozenset(
     {
@@ -96,6 +96,14 @@ def _dropped(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return HOP_BY_HOP | named
 
 
+def _spoofable(name: bytes, dropped: frozenset[bytes]) -> bool:
+    """Whether a client's request header must not reach the upstream: a dropped or rewritten one,
+    any ``X-Auth-*``, also spelled with underscores (WSGI and CGI backends read ``X_Auth_User`` and
+    ``X-Auth-User`` as the same ``HTTP_X_AUTH_USER``)."""
+    folded = name.lower().replace(b"_", b"-")
+    return folded in dropped or folded.startswith(b"x-auth-")
+
+
 class ReverseProxy:
     def __init__(
         self,
@@ -163,8 +171,8 @@ class ReverseProxy:
         return Request(
             method=scope["method"],
             path=path,
-            authorization=_text(header(scope, b"authorization")),
-            tenant_header=_text(header(scope, b"x-tenant-id")),
+            authorization=_text(single_header(scope, b"authorization")),
+            tenant_header=_text(single_header(scope, b"x-tenant-id")),
             ip=ip,
             request_id=scope.get("garrison.request_id"),
             user_agent=_text(header(scope, b"user-agent")),
@@ -182,9 +190,9 @@ class ReverseProxy:
     def _headers(self, scope: Scope) -> RawHeaders:
         incoming: RawHeaders = list(scope["headers"])
         dropped = _dropped(incoming) | _REWRITTEN
-        out = [(name, value) for name, value in incoming if name.lower() not in dropped]
+        out = [(name, value) for name, value in incoming if not _spoofable(name, dropped)]
         peer = peer_address(scope) or ""
-        chain = header(scope, b"x-forwarded-for")
+        chain = joined(scope, b"x-forwarded-for")
         if chain is not None and self.proxies.trusts(peer):
             forwarded_for = chain + b", " + peer.encode()
         else:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from starlette.types import Scope, Send
 
-from garrison.errors import GarrisonError
+from garrison.errors import BadRequestError, GarrisonError
 from garrison.gateway.problem import CONTENT_TYPE, problem_body, problem_headers
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -18,6 +18,21 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def single_header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of a header that must not differ between its lines (``name`` lower-case).
+
+    Garrison checks one value while a backend behind it may read another (the last, or all of them
+    joined): ``X-Tenant-ID: acme`` then ``X-Tenant-ID: globex`` is refused, not taken as ``acme``.
+    """
+    found: bytes | None = None
+    for key, value in scope["headers"]:
+        if key == name:
+            if found is not None and value != found:
+                raise BadRequestError(f"{name.decode()} sent more than once with different values")
+            found = bytes(value)
+    return found
 
 
 def header_value(text: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TypeVar
 
 import anyio.to_thread
@@ -14,6 +15,7 @@ from garrison.app import Services
 from garrison.errors import AuthenticationError, BadRequestError, ForbiddenError, ValidationError
 from garrison.gateway.authz import record_deny
 from garrison.gateway.session_cookies import check_cookie_request, session_credential
+from garrison.identity.authn import ADMIN_ROLE
 from garrison.identity.service import Client
 from garrison.principal import Principal
 from garrison.tenancy import resolve_tenant
@@ -82,9 +84,20 @@ async def principal(request: Request) -> Principal:
         raise
     if from_cookie is not None:
         await check_cookie_request(request, services(request), found, client(request))
+    found = _key_never_admin(services(request), found)
     await _resolve_tenant(request, found)
     request.scope["garrison.principal"] = found
     return found
+
+
+def _key_never_admin(svc: Services, who: Principal) -> Principal:
+    """With ``REQUIRE_JWT_FOR_ADMIN`` an API key alone is never admin (A7): not on /admin, and
+    not for the admin role's other powers either (the vault, naming another tenant)."""
+    if who.via != "api_key" or ADMIN_ROLE not in who.roles:
+        return who
+    if not svc.settings.jwt_required_for_admin:
+        return who
+    return replace(who, roles=who.roles - {ADMIN_ROLE})
 
 
 #: Paths that never need X-Tenant-ID (T2): login, refresh, logout, health and discovery.

@@ -7,7 +7,9 @@ The original request is described by ``X-Forwarded-Method``/``X-Forwarded-Uri`` 
 
 Answers (API.md): 200 with ``X-Auth-User``, ``X-Auth-Subject``, ``X-Auth-Tenant``, ``X-Auth-Roles``;
 401 with ``WWW-Authenticate``; 403 with ``X-Auth-Deny-Reason`` and every reason in the body; 429
-with ``Retry-After``; 400 when the proxy did not say what the original request was.
+with ``Retry-After``; 400 when the proxy did not say what the original request was, or said it
+twice in ways that disagree (both header families, or two different ``Authorization`` or
+``X-Tenant-ID`` lines: the backend behind the proxy might read the other one).
 
 A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) never carries
 credentials, so it cannot pass the checks; it is answered by the origin allow-list instead: 200 for
@@ -16,9 +18,11 @@ an allowed origin (the backend answers the preflight itself), 403 for any other 
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import Receive, Scope, Send
 
-from garrison.errors import BadRequestError, GarrisonError
+from garrison.errors import AuthenticationError, BadRequestError, GarrisonError
 from garrison.gateway.edge import AllowedOrigins, origin_refused
 from garrison.gateway.forwarded import TrustedProxies, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, Gate, Request
@@ -43,6 +47,15 @@ _WANTED = frozenset(
 #: them must overwrite a client's own (Caddy 2.6 would otherwise send its unreplaced placeholder).
 _ANONYMOUS = [(name, b"") for name in IDENTITY_HEADERS]
 _ACRM = b"access-control-request-method"
+_XFF = b"x-forwarded-for"
+#: Query parameters that carry credentials (the same list as ``gateway.asgi``'s, A8).
+_QUERY_CREDENTIALS = re.compile(
+    rb"(?:^|&)(?:access_token|id_token|refresh_token|token|api_key|apikey|jwt)=", re.I
+)
+#: The largest request (URI, credential and tenant) whose admission is remembered.
+_MAX_KEY_BYTES = 4096
+#: Headers whose lines must agree: the backend behind the proxy may read another line than the first.
+_SINGLE = frozenset({b"authorization", b"x-tenant-id"})
 _NO_ORIGINAL = (
     "forward auth needs the original request: X-Forwarded-Method and X-Forwarded-Uri "
     "(Traefik, Caddy) or X-Original-Method and X-Original-URI (nginx)"
@@ -62,20 +75,30 @@ class VerifyEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one forward-auth request; returns the status sent."""
         found: dict[bytes, bytes] = {}
+        twice: bytes | None = None
         for name, value in scope["headers"]:
-            if name in _WANTED and name not in found:
-                found[name] = value
+            if name in _WANTED:
+                if name not in found:
+                    found[name] = value
+                elif name == _XFF:  # one list over several lines (HAProxy adds its own line)
+                    found[name] += b", " + value
+                elif name in _SINGLE and value != found[name]:
+                    twice = name  # checked one way here, perhaps read another way behind
         request_id: str | None = scope.get("garrison.request_id")
-        method = found.get(b"x-forwarded-method") or found.get(b"x-original-method")
-        uri = found.get(b"x-forwarded-uri") or found.get(b"x-original-uri")
         try:
+            if twice is not None:
+                raise BadRequestError(f"{twice.decode()} sent more than once with different values")
+            method = _original(found, b"x-forwarded-method", b"x-original-method", upper=True)
+            uri = _original(found, b"x-forwarded-uri", b"x-original-uri")
             if not method or not uri:
                 raise BadRequestError(_NO_ORIGINAL)
+            if b"?" in uri:
+                _refuse_query_credentials(uri, b"authorization" in found)
             if method == b"OPTIONS" and b"origin" in found and _ACRM in found:
                 return await self._preflight(send, found[b"origin"], request_id)
-            ip = self.proxies.client_ip(peer_address(scope), found.get(b"x-forwarded-for"))
-            key = (found.get(b"authorization"), method, uri, found.get(b"x-tenant-id"))
-            admission = await self.gate.admit_cached(key, ip)
+            ip = self.proxies.client_ip(peer_address(scope), found.get(_XFF))
+            key = _cache_key(method, uri, found)
+            admission = await self.gate.admit_cached(key, ip) if key is not None else None
             if admission is None:
                 request = _request(method, uri, found, ip, request_id)
                 admission = await self.gate.admit(request, cache_key=key)
@@ -94,6 +117,48 @@ class VerifyEndpoint:
             return refused.status
         await send_response(send, 200, [])
         return 200
+
+
+def _refuse_query_credentials(uri: bytes, with_header: bool) -> None:
+    """A8 for the original request, as ``Front`` has it for Garrison's own: a credential in the
+    query string is never used; alone the request is unauthenticated (401), next to an
+    Authorization header it is malformed (400). Behind a proxy the client's query string reaches
+    Garrison only inside the original URI, so ``Front`` cannot see it."""
+    if _QUERY_CREDENTIALS.search(uri.split(b"?", 1)[1].split(b"#", 1)[0]):
+        detail = "credentials are accepted only in the Authorization header"
+        if with_header:
+            raise BadRequestError(detail, code="credentials_in_query")
+        raise AuthenticationError(detail, code="credentials_in_query")
+
+
+def _cache_key(
+    method: bytes, uri: bytes, found: dict[bytes, bytes]
+) -> tuple[bytes | None, ...] | None:
+    """The admission-cache key of a request, or None when it is too large to be worth keeping: a
+    proxy may forward a URI of a megabyte (Caddy) and ``Bearer`` padded with spaces still
+    authenticates, so every key would otherwise be one an attacker can make as large as it likes."""
+    authorization, tenant = found.get(b"authorization"), found.get(b"x-tenant-id")
+    size = len(uri) + len(authorization or b"") + len(tenant or b"")
+    return (authorization, method, uri, tenant) if size <= _MAX_KEY_BYTES else None
+
+
+def _original(
+    found: dict[bytes, bytes], forwarded: bytes, original: bytes, *, upper: bool = False
+) -> bytes | None:
+    """One fact of the original request, named by either header family.
+
+    A proxy sets only its own family and passes the client's other headers along (nginx sends a
+    client's ``X-Forwarded-Uri`` to ``auth_request`` next to the ``X-Original-URI`` it set): when
+    both are present they must agree, or a client could have a path it is not served authorized.
+    """
+    first, second = found.get(forwarded), found.get(original)
+    if first is not None and second is not None:
+        same = first.upper() == second.upper() if upper else first == second
+        if not same:
+            raise BadRequestError(
+                f"{forwarded.decode()} and {original.decode()} disagree; a proxy must send one"
+            )
+    return first or second
 
 
 def _request(

@@ -97,7 +97,7 @@ class ApiKeyStore:
         if not scopes:
             raise ValidationError("an API key needs at least one scope")
         for scope in scopes:
-            if not _SCOPE_RE.match(scope):
+            if not _SCOPE_RE.fullmatch(scope):
                 raise ValidationError(f"scope {scope!r}: lower-case letters, digits, '.:_-*'")
         lookup = "".join(
             secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
@@ -123,8 +123,10 @@ class ApiKeyStore:
         return f"{PREFIX}{lookup}_{secret}", self.get(key_id)
 
     def get(self, key_id: str) -> ApiKey:
-        with self.db.begin() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        row = None
+        if "\x00" not in key_id:  # PostgreSQL refuses NUL in text: no such key, not a 500
+            with self.db.begin() as conn:
+                row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         if row is None:
             raise NotFoundError("no such API key")
         return _key(row)

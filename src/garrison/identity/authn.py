@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from garrison.identity.external import ExternalTokens
 
 NO_CREDENTIALS = "missing bearer credentials"
+ADMIN_ROLE = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,12 @@ class Authenticator:
         cache_ttl: float = 30.0,
         clock: Clock = system_clock,
         audit: AuditSink | None = None,
+        api_keys_grant_admin: bool = True,
     ) -> None:
         self.codec = codec
+        #: False with ``REQUIRE_JWT_FOR_ADMIN``: a key principal never carries ``admin`` (A7), so
+        #: no consumer (vault, tenant choice, /verify, the proxy) can treat a key alone as admin.
+        self.api_keys_grant_admin = api_keys_grant_admin
         self.users = users
         self.sessions = sessions
         self.api_keys = api_keys
@@ -93,6 +98,7 @@ class Authenticator:
             self._users.drop(ident)
             self._families.data.clear()
             self._principals.data.clear()
+            self._keys.data.clear()  # its API keys' principals, cached apart from its status (A4)
         elif kind == "family":
             self._families.drop(ident)
         elif kind == "apikey":
@@ -121,6 +127,9 @@ class Authenticator:
                 raise
         principal, issued_at = self.external.authenticate(credential, idp)
         status = self._user_status(principal.sub)
+        if status.user is None and self.external.forget(principal):  # erased meanwhile (V4)
+            principal, issued_at = self.external.authenticate(credential, idp)
+            status = self._user_status(principal.sub)
         if not status.active:
             raise AuthenticationError("account disabled or deleted", code="inactive_user")
         if issued_at + 1 <= status.tokens_valid_after:
@@ -132,7 +141,11 @@ class Authenticator:
         credential = bearer(authorization)
         if credential.startswith(API_KEY_PREFIX):
             cached = self._keys.get(credential)
-            return cached if isinstance(cached, Principal) else None
+            if not isinstance(cached, Principal):
+                return None
+            if cached.expires_at and cached.expires_at <= self.codec.clock():
+                return None  # expired meanwhile: ``authenticate`` drops it and refuses
+            return cached
         try:
             claims = self.codec.verify(credential)
         except TokenError:
@@ -202,11 +215,14 @@ class Authenticator:
             self._audit_key("failure", key.user_id, key.tenant, {"key_id": key.id}, "inactive")
             raise AuthenticationError("invalid API key", code="invalid_api_key")
         user = status.user
+        roles = frozenset(user.roles)
+        if not self.api_keys_grant_admin:
+            roles -= {ADMIN_ROLE}
         principal = Principal(
             sub=user.id,
             username=user.username,
             email=user.email,
-            roles=frozenset(user.roles),
+            roles=roles,
             tenant=key.tenant if key.tenant is not None else user.tenant,
             via="api_key",
             credential_id=key.id,

@@ -78,7 +78,7 @@ class ExternalIdp:
         if not self.tenant_claim:
             return None
         values = _claim_values(claims, self.tenant_claim)
-        if len(values) != 1 or not TENANT_RE.match(values[0]):
+        if len(values) != 1 or not TENANT_RE.fullmatch(values[0]):
             raise TokenError("token lacks a valid tenant claim")
         return values[0]
 
@@ -151,6 +151,14 @@ class ExternalTokens:
         )
         iat = claims.get("iat", 0)
         return principal, float(iat)
+
+    def forget(self, principal: Principal) -> bool:
+        """Drop the cached local id behind ``principal`` (its row was erased, V4); True if one
+        was cached. The next sight provisions the identity afresh, as a replica without the
+        cache entry would."""
+        subject = f"{principal.extra.get('idp')}:{principal.extra.get('external_sub')}"
+        with self._lock:
+            return self._user_ids.pop(subject, None) is not None
 
     def _verify(self, token: str, idp: ExternalIdp) -> _Verified:
         cached = self._verified.get(token)
@@ -281,7 +289,7 @@ def _build(
     else:
         secret = env_secret(d.hs256_secret_env, env)
         problem = secret_problem(d.hs256_secret_env, secret)
-        if secret is None or (problem and settings.production):
+        if not secret or (problem and settings.production):  # an empty key signs for anyone
             problems.append(problem or f"{d.hs256_secret_env}: missing")
             return None
         verify = hs256_verifier(secret.encode())

@@ -2,11 +2,13 @@
 
 Failures look alike whether or not the account exists: the same error, and an argon2 verify
 either way. The throttle counts only failures, per account and per IP; when either is exhausted the answer is
-429 with the seconds until its window ends. A limiter that cannot be reached fails closed (503).
+429 with the seconds until its window ends. An attempt holds its slots while its password is checked
+(a success gives them back), so guesses sent in parallel cannot outrun the count. A limiter that cannot be reached fails closed (503).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from garrison.audit.event import AuditEvent, AuditSink, Outcome
 from garrison.errors import AuthenticationError, RateLimitedError, RefreshReuseError
 from garrison.identity.passwords import verify_password
 from garrison.identity.sessions import SessionStore
-from garrison.identity.users import User, UserStore, normalise_username
+from garrison.identity.users import USERNAME_RE, User, UserStore, normalise_username
 from garrison.ratelimit.limiter import Limiter
 from garrison.tokens.jwt import TokenCodec
 
@@ -103,21 +105,18 @@ class AuthService:
     def login(self, username: str, password: str, client: Client) -> TokenPair:
         """Blocking (argon2): run in a worker thread."""
         name = normalise_username(username)[:150]
-        acct_key, ip_key = f"login:acct:{name}", f"login:ip:{client.ip or '-'}"
         t = self.throttle
-        for key, limit in ((acct_key, t.per_account), (ip_key, t.per_ip)):
-            decision = self.limiter.peek(key, limit, t.window)
-            if not decision.allowed:
-                self._audit("auth.login", "deny", client, actor=name, reason="throttled")
-                raise RateLimitedError(decision.retry_after, "too many failed logins")
-        user = self.users.find(name)
+        slots = ((f"login:acct:{name}", t.per_account), (f"login:ip:{client.ip or '-'}", t.per_ip))
+        self._reserve(slots, client, name)
+        # a name no account can have (NUL, which PostgreSQL refuses, or any other off-pattern
+        # character) is an unknown user: no lookup, the same argon2 cost and the same answer
+        user = self.users.find(name) if USERNAME_RE.fullmatch(name) else None
         ok = verify_password(user.password_hash if user else None, password)
-        if not (ok and user is not None and user.active):
-            self.limiter.hit(acct_key, t.per_account, t.window)
-            self.limiter.hit(ip_key, t.per_ip, t.window)
+        if not (ok and user is not None and user.active):  # the reserved slots stay spent
             reason = "unknown user" if user is None else ("inactive" if ok else "bad password")
             self._audit("auth.login", "failure", client, actor=name, reason=reason)
             raise AuthenticationError(BAD_CREDENTIALS, code="invalid_credentials")
+        self._release(slots)
         pair = self.start_session(user)
         self._audit(
             "auth.login",
@@ -128,6 +127,28 @@ class AuthService:
             details={"username": user.username, "sid": pair.claims["sid"]},
         )
         return pair
+
+    def _reserve(self, slots: Sequence[tuple[str, int]], client: Client, name: str) -> None:
+        """Count this attempt as a failure *before* the password is checked, atomically.
+
+        Peeking first and counting after the check let every guess sent in parallel pass the
+        peek: a script got as many guesses per window as it could run at once. A slot is taken
+        with the limiter's atomic ``take``; a success gives its slots back (``_release``).
+        """
+        taken: list[tuple[str, int]] = []
+        for key, limit in slots:
+            grant = self.limiter.take(key, 1, limit, self.throttle.window)
+            if grant.granted:
+                taken.append((key, limit))
+                continue
+            self._release(taken)
+            self._audit("auth.login", "deny", client, actor=name, reason="throttled")
+            raise RateLimitedError(math.ceil(grant.ttl), "too many failed logins")
+
+    def _release(self, slots: Sequence[tuple[str, int]]) -> None:
+        """Give back reserved slots: successful logins do not count toward the throttle."""
+        for key, limit in slots:
+            self.limiter.hit(key, limit, self.throttle.window, cost=-1)
 
     # -- refresh -------------------------------------------------------------------------------
     def refresh(self, refresh_token: str, client: Client) -> TokenPair:

@@ -65,7 +65,7 @@ def normalise_username(username: str) -> str:
 def validate_tenant(tenant: str | None) -> str | None:
     if tenant is None or tenant == "":
         return None
-    if not TENANT_RE.match(tenant):
+    if not TENANT_RE.fullmatch(tenant):  # ``$`` alone would let a trailing newline through
         raise ValidationError("tenant: letters, digits, '.', '_' and '-' only (at most 100)")
     return tenant
 
@@ -94,7 +94,7 @@ class UserStore:
         if email is not None and "@" not in email:
             raise ValidationError("email: not an email address")
         for role in roles:
-            if not re.match(r"^[a-z][a-z0-9_]{0,63}$", role):
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", role):
                 raise ValidationError(f"role {role!r}: lower-case letters, digits and '_' only")
         tenant = validate_tenant(tenant)
         pw_hash = hash_password(password) if password is not None else None
@@ -122,12 +122,14 @@ class UserStore:
         return self.get(user_id)
 
     def get(self, user_id: str) -> User:
-        user = self._one(users.c.id == user_id)
+        user = None if "\x00" in user_id else self._one(users.c.id == user_id)  # NUL: see find
         if user is None:
             raise NotFoundError("no such user")
         return user
 
     def find(self, username: str) -> User | None:
+        if "\x00" in username:  # PostgreSQL refuses NUL in text: no such user, not a 500
+            return None
         return self._one(users.c.username == normalise_username(username))
 
     def find_external(self, subject: str) -> User | None:
@@ -135,7 +137,7 @@ class UserStore:
 
     def resolve(self, ref: str) -> User:
         """A user by id or username (CLI convenience)."""
-        user = self._one(users.c.id == ref) or self.find(ref)
+        user = None if "\x00" in ref else self._one(users.c.id == ref) or self.find(ref)
         if user is None:
             raise NotFoundError(f"no user {ref!r}")
         return user

@@ -76,7 +76,7 @@ class RewrapReport:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # ``$`` alone would let a trailing newline through
         raise ValidationError(
             "secret name: 1-200 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
