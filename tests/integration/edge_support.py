@@ -138,6 +138,29 @@ def create_user(env: Mapping[str, str], name: str, *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+#: Identity headers a client tries to hand the backend itself; none may arrive.
+SPOOFED = {
+    "X-Auth-User": "root",
+    "X-Auth-Subject": "0",
+    "X-Auth-Tenant": "globex",
+    "X-Auth-Roles": "admin",
+}
+
+
+def forward_auth_env(tmp: Path) -> dict[str, str]:
+    """Garrison behind a proxy on loopback (trusted for X-Forwarded-*), one allowed CORS origin,
+    and two users: ``sam`` (support, tenant acme) and ``uma`` (user, platform-scoped)."""
+    env = garrison_env(
+        tmp,
+        routes_toml(),
+        GARRISON_TRUSTED_PROXIES="127.0.0.1/32",
+        GARRISON_CORS_ORIGINS="https://app.example.com",
+    )
+    create_user(env, "sam", "--role", "support", "--tenant", "acme")
+    create_user(env, "uma", "--role", "user")
+    return env
+
+
 def token(base_url: str, name: str) -> str:
     response = httpx.post(f"{base_url}/auth/login", json={"username": name, "password": PASSWORD})
     assert response.status_code == 200, response.text

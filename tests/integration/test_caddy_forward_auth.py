@@ -13,24 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import bearer
 from tests.integration.edge_support import (
+    SPOOFED,
     Child,
     caddy,
-    create_user,
     echo_upstream,
-    garrison_env,
+    forward_auth_env,
     hostport,
-    routes_toml,
     token,
 )
 from tests.support import LiveServer
-
-SPOOFED = {
-    "X-Auth-User": "root",
-    "X-Auth-Subject": "0",
-    "X-Auth-Tenant": "globex",
-    "X-Auth-Roles": "admin",
-}
 
 
 @dataclass
@@ -44,14 +37,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("caddy-fa")
     with echo_upstream() as upstream:
-        env = garrison_env(
-            tmp,
-            routes_toml(),
-            GARRISON_TRUSTED_PROXIES="127.0.0.1/32",
-            GARRISON_CORS_ORIGINS="https://app.example.com",
-        )
-        create_user(env, "sam", "--role", "support", "--tenant", "acme")
-        create_user(env, "uma", "--role", "user")
+        env = forward_auth_env(tmp)
         with (
             LiveServer(env) as server,
             caddy(
@@ -62,10 +48,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ) as edge,
         ):
             yield Stack(edge, token(server.url, "sam"), token(server.url, "uma"))
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 @pytest.mark.req("E8")

@@ -16,6 +16,7 @@ from typing import Any, Literal, TextIO
 
 import sqlalchemy as sa
 
+from garrison.audit.chain import HASHED_FIELDS
 from garrison.errors import ValidationError
 from garrison.storage.db import Database
 from garrison.storage.schema import audit_log
@@ -29,23 +30,9 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PAGE = 2000
 
 Format = Literal["jsonl", "csv"]
-#: The columns of an exported record, in order (CSV header; JSON-lines keys).
-COLUMNS = (
-    "seq",
-    "time",
-    "ts",
-    "action",
-    "actor",
-    "tenant",
-    "ip",
-    "user_agent",
-    "outcome",
-    "reason",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-)
+#: The columns of an exported record, in order (CSV header; JSON-lines keys): what the chain hashes
+#: (``time`` is ``ts`` readable), then the links, so an export can be re-verified on its own.
+COLUMNS = ("seq", "time", *HASHED_FIELDS[1:], "prev_hash", "hash")
 
 
 @dataclass(frozen=True, slots=True)
