@@ -19,7 +19,8 @@ import cedarpy
 
 from garrison.policy import Authorizer
 from garrison.policy.authorizer import cedar_request, spec_context
-from garrison.policy.registry import DEFAULT_REGISTRY, DEFAULTS_DIR, load_registry_file
+from garrison.policy.engine import DEFAULTS_DIR
+from garrison.policy.registry import DEFAULT_REGISTRY, load_registry_file
 from garrison.principal import Principal
 
 SUPPORT = Principal("u-1", "sam", frozenset({"support"}), "acme", "jwt")

@@ -15,6 +15,7 @@ import httpx
 import redis
 from pydantic import SecretStr
 
+from garrison.admission import AdmissionConfig, Pipeline
 from garrison.audit.event import AuditSink
 from garrison.audit.writer import AuditWriter
 from garrison.clock import Clock, system_clock
@@ -35,12 +36,16 @@ from garrison.keys.sealing import derive_key, new_secret
 from garrison.observability.metrics import Metrics
 from garrison.observability.tracing import Tracing
 from garrison.policy import Authorizer
+from garrison.ratelimit.guard import RateGuard
+from garrison.ratelimit.lease import LeasedLimiter, LocalLimiter, RequestLimiter
 from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
+from garrison.ratelimit.rules import RateRules
 from garrison.storage import migrate
 from garrison.storage.bus import InvalidationBus, RedisBus
 from garrison.storage.db import Database
 from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
+from garrison.usecases import AdminActions
 from garrison.vault import KeySet, Vault
 
 log = logging.getLogger("garrison")
@@ -67,6 +72,9 @@ class Services:
     metrics: Metrics
     cookies: SessionCookies  # browser sessions and CSRF (A9)
     oidc: OidcLogin  # OIDC login (A11)
+    guard: RateGuard  # every rate limit of every path (E3)
+    admission: Pipeline  # the one admission pipeline: every request passes it (Z2, Z3)
+    admin: AdminActions  # every administrative action, for the CLI and HTTP alike
     tracing: Tracing | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT set (L9)
 
     def close(self) -> None:
@@ -200,8 +208,6 @@ def build_services(
         cache_ttl=settings.user_cache_ttl,
         clock=clock,
         audit=audit,
-        # A7: with REQUIRE_JWT_FOR_ADMIN an API key never carries admin, on any path (/verify too)
-        api_keys_grant_admin=not settings.jwt_required_for_admin,
     )
     authorizer = Authorizer.from_settings(settings)
     auth = AuthService(
@@ -226,6 +232,24 @@ def build_services(
     oidc = build_oidc_login(
         settings, idp_http, client, provisioner, auth, limiter, audit, clock=clock
     )
+    cookies = SessionCookies(
+        derive_key(session_secret(settings), b"csrf"), settings.session_samesite
+    )
+    guard = build_rate_guard(settings, limiter, metrics, clock)
+    admission = Pipeline(
+        authenticator=authenticator,
+        authorizer=authorizer,
+        guard=guard,
+        audit=audit,
+        metrics=metrics,
+        cookies=cookies,
+        bus=bus,
+        clock=clock,
+        config=AdmissionConfig(
+            tenant_header_required=settings.tenant_header_required,
+            remember_ttl=settings.user_cache_ttl,
+        ),
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -244,9 +268,38 @@ def build_services(
         authorizer=authorizer,
         vault=Vault(db, KeySet.from_settings(settings, vault_secret(settings)), clock),
         metrics=metrics,
-        cookies=SessionCookies(
-            derive_key(session_secret(settings), b"csrf"), settings.session_samesite
-        ),
+        cookies=cookies,
         oidc=oidc,
+        guard=guard,
+        admission=admission,
+        admin=AdminActions(
+            pipeline=admission,
+            users=users,
+            api_keys=api_keys,
+            keyring=keyring,
+            db=db,
+            bus=bus,
+            audit=audit,
+            clock=clock,
+            known_roles=lambda: frozenset(authorizer.registry.roles),
+        ),
         tracing=Tracing.otlp(settings.otel_endpoint) if settings.otel_endpoint else None,
+    )
+
+
+def build_rate_guard(
+    settings: Settings, limiter: Limiter, metrics: Metrics, clock: Clock
+) -> RateGuard:
+    """The limits of every path: leased batches over Redis, direct counting in memory."""
+    spender: RequestLimiter = (
+        LeasedLimiter(limiter, clock=clock)
+        if isinstance(limiter, RedisLimiter)
+        else LocalLimiter(limiter)
+    )
+    return RateGuard(
+        spender,
+        RateRules(settings),
+        fail_open=settings.redis_fail_open,
+        on_limited=metrics.rate_limited,
+        on_error=metrics.limiter_errors.inc,
     )

@@ -53,6 +53,18 @@ class AuthenticationError(GarrisonError):
     code = "unauthenticated"
     title = "Authentication required"
 
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        reasons: Sequence[str] = (),
+        code: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        #: whose credential was refused, when that is known (audited; never shown to the client)
+        self.subject = subject
+        super().__init__(detail, reasons=reasons, code=code)
+
 
 class RefreshReuseError(AuthenticationError):
     code = "refresh_reuse"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Via = Literal["jwt", "api_key", "external"]
+Via = Literal["jwt", "api_key", "external", "cli"]
 
 
 @dataclass(frozen=True, slots=True)

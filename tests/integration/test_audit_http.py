@@ -158,7 +158,7 @@ def test_an_api_key_alone_cannot_read_metrics_when_jwt_is_required(
     with _client(make_settings, REQUIRE_JWT_FOR_ADMIN="true") as client:
         svc = client.app.services  # type: ignore[attr-defined]
         root = svc.users.create("root", "correct horse battery staple", roles=("admin",))
-        secret, _ = svc.api_keys.create(root.id, ("admin",), tenant=None)
+        secret, _ = svc.api_keys.create(root.id, ("metrics.read",), tenant=None)
         response = client.get("/metrics", headers=bearer(secret))
         assert response.status_code == 403
         assert response.json()["reasons"] == ["admin requires a JWT"]

@@ -206,9 +206,9 @@ def test_admin_endpoints_refuse_other_roles_with_a_reason(
     client: TestClient, services: Services, people: dict[str, User]
 ) -> None:
     response = client.get("/admin/users", headers=_auth(client, "sam"))
-    _denied(response, "role mismatch: admin endpoints require admin")
+    _denied(response, "role mismatch: admin.users.list requires admin")
     assert [r.reason for r in _audit(services, "authz.deny")] == [
-        "role mismatch: admin endpoints require admin"
+        "role mismatch: admin.users.list requires admin"
     ]
 
 
@@ -258,7 +258,7 @@ def test_decide_about_another_subject_needs_admin_or_service(
     other = {"id": "u-9", "roles": ["support"], "tenant": "acme"}
     _denied(
         _decide(client, _auth(client, "sam"), subject=other, action="user.delete"),
-        "role mismatch: asking about another subject requires admin or service",
+        "role mismatch: policy.decide.other requires admin or service",
     )
     _denied(
         _decide(client, _auth(client, "gil"), subject=other, action="user.delete"),

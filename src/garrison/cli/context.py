@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import getpass
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import anyio
 import typer
 
+from garrison.admission import Admission
 from garrison.app import Services, build_services
 from garrison.cli.output import errors_as_exit
 from garrison.config import Settings, load_settings
+from garrison.usecases import AdminActions
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,3 +42,27 @@ def state(ctx: typer.Context) -> CliState:
     obj = ctx.find_root().obj
     assert isinstance(obj, CliState)
     return obj
+
+
+def cli_actor() -> str:
+    """How the audit log names the local operator: ``cli:<login>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+def operate(
+    ctx: typer.Context,
+    command: str,
+    work: Callable[[AdminActions, Admission], Awaitable[T]],
+    *,
+    as_json: bool = False,
+) -> T:
+    """Run one administrative use case as the local operator: the same function, policy
+    decision and audit record as the HTTP route for it; errors exit 1 with their reasons."""
+    svc = state(ctx).services()
+    actor = svc.admission.operator(cli_actor(), f"garrison {command}")
+    with errors_as_exit(as_json):
+        return anyio.run(work, svc.admin, actor)
+    raise AssertionError("unreachable")  # errors_as_exit exits

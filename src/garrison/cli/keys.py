@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from garrison.audit.event import AuditEvent
-from garrison.cli.context import state
+from garrison.cli.context import operate, state
 from garrison.cli.output import emit, errors_as_exit, out
 
 app = typer.Typer(
@@ -26,19 +25,14 @@ def rotate(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a new signing key. Old tokens keep verifying until they expire, unless --emergency."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        svc.keyring.load()
-        kid = svc.keyring.rotate(emergency=emergency)
-    svc.bus.publish("keys", kid)
-    svc.audit.record_sync(
-        AuditEvent(
-            action="admin.keys.rotate",
-            outcome="success",
-            actor="cli",
-            details={"kid": kid, "emergency": emergency},
-        )
+    state(ctx).services().keyring.load()
+    rotation = operate(
+        ctx,
+        "keys rotate",
+        lambda admin, actor: admin.rotate_keys(actor, emergency=emergency),
+        as_json=as_json,
     )
+    kid = rotation.kid
     note = "older keys revoked now" if emergency else "older keys verify until their tokens expire"
     emit({"kid": kid, "emergency": emergency}, as_json, lambda: out.print(f"new key {kid}; {note}"))
 

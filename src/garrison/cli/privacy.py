@@ -14,11 +14,9 @@ from typing import Annotated
 
 import typer
 
-from garrison.audit.event import AuditEvent
-from garrison.cli.context import state
-from garrison.cli.output import emit, errors_as_exit, fail, out
-from garrison.cli.users import JsonOpt, cli_actor
-from garrison.privacy import erase_user, export_user
+from garrison.cli.context import operate
+from garrison.cli.output import emit, fail, out
+from garrison.cli.users import JsonOpt
 
 UserArg = Annotated[str, typer.Argument(help="Username or id.")]
 
@@ -32,31 +30,32 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export everything Garrison holds about a user as JSON (never hashes, keys or secrets)."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        target = svc.users.resolve(user)
-        document = export_user(svc.db, target.id, now=svc.clock())
-    text = json.dumps(document, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
-    if output is not None:
+    fd = None
+    if output is not None:  # opened first: a path that cannot be written fails before the export
         try:
             fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror}", as_json=as_json)
+    try:
+        target, document = operate(
+            ctx,
+            "users export",
+            lambda admin, actor: admin.export_user(actor, user),
+            as_json=as_json,
+        )
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+            os.unlink(output)  # type: ignore[arg-type]
+        raise
+    text = json.dumps(document, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+    if fd is not None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
     counts = {
         name: len(document[name])
         for name in ("sessions", "api_keys", "vault_secrets_created", "audit_records")
     }
-    svc.audit.record_sync(
-        AuditEvent(
-            action="admin.user.export",
-            outcome="success",
-            actor=cli_actor(),
-            tenant=target.tenant,
-            details={"user_id": target.id, **counts},
-        )
-    )
     if output is None:
         typer.echo(text, nl=False)
         return
@@ -76,23 +75,11 @@ def delete(
     """Delete a user with their sessions and API keys (GDPR erasure); audit records remain."""
     if not reason.strip():
         fail("--reason must not be empty", as_json=as_json, code=2)
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        target = svc.users.resolve(user)
-        report = erase_user(svc.db, svc.bus, target.id)
-    svc.audit.record_sync(
-        AuditEvent(
-            action="admin.user.delete",
-            outcome="success",
-            actor=cli_actor(),
-            tenant=target.tenant,
-            reason=reason.strip()[:400],
-            details={
-                "user_id": report.user_id,
-                "sessions": report.sessions,
-                "api_keys": report.api_keys,
-            },
-        )
+    report = operate(
+        ctx,
+        "users delete",
+        lambda admin, actor: admin.delete_user(actor, user, reason=reason),
+        as_json=as_json,
     )
     emit(
         report.as_dict(),

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from typing import Annotated
 
 import typer
 
-from garrison.audit.event import AuditEvent
-from garrison.cli.context import state
-from garrison.cli.output import emit, errors_as_exit, fail, out
-from garrison.identity.apikeys import parse_duration
+from garrison.cli.context import cli_actor, operate
+from garrison.cli.output import emit, fail, out
+
+__all__ = ["JsonOpt", "app", "cli_actor", "keys_app"]
 
 app = typer.Typer(
-    help="Users: create, list, disable, enable, revoke sessions.", no_args_is_help=True
+    help="Users: create, list, disable, enable, set roles, revoke sessions, export, delete.",
+    no_args_is_help=True,
 )
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def cli_actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "cli"
-
-
-def _audit(ctx: typer.Context, action: str, **details: object) -> None:
-    svc = state(ctx).services()
-    svc.audit.record_sync(
-        AuditEvent(action=action, outcome="success", actor=cli_actor(), details=dict(details))
-    )
 
 
 @app.command("create")
@@ -59,12 +45,19 @@ def create(
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         fail("no password on standard input", as_json=as_json)
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        user = svc.users.create(
-            username, password, email=email, roles=tuple(role or ["user"]), tenant=tenant
-        )
-    _audit(ctx, "admin.user.create", user_id=user.id, username=user.username)
+    user = operate(
+        ctx,
+        "users create",
+        lambda admin, actor: admin.create_user(
+            actor,
+            username=username,
+            password=password,
+            email=email,
+            roles=tuple(role or ["user"]),
+            tenant=tenant,
+        ),
+        as_json=as_json,
+    )
     emit(user.public(), as_json, lambda: out.print(f"created user {user.username} ({user.id})"))
 
 
@@ -76,9 +69,12 @@ def list_users(
     as_json: JsonOpt = False,
 ) -> None:
     """List users: of one tenant, the unscoped ones (default), or all."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        found = svc.users.list(tenant, all_tenants=all_tenants, limit=10_000)
+    found = operate(
+        ctx,
+        "users list",
+        lambda admin, actor: admin.list_users(actor, tenant=tenant, all_tenants=all_tenants),
+        as_json=as_json,
+    )
 
     def human() -> None:
         for u in found:
@@ -89,11 +85,14 @@ def list_users(
 
 
 def _set_active(ctx: typer.Context, user_ref: str, active: bool, as_json: bool) -> None:
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        user = svc.users.set_active(svc.users.resolve(user_ref).id, active)
-    _audit(ctx, f"admin.user.{'enable' if active else 'disable'}", user_id=user.id)
-    word = "enabled" if active else "disabled; its sessions are revoked"
+    command = f"users {'enable' if active else 'disable'}"
+    user = operate(
+        ctx,
+        command,
+        lambda admin, actor: admin.update_user(actor, user_ref, active=active),
+        as_json=as_json,
+    )
+    word = "enabled" if active else "disabled; its sessions, tokens and API keys are revoked"
     emit(user.public(), as_json, lambda: out.print(f"user {user.username} {word}"))
 
 
@@ -113,8 +112,29 @@ def enable(
     user: Annotated[str, typer.Argument(help="Username or id.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Enable a disabled user (old sessions stay revoked)."""
+    """Enable a disabled user (what disabling revoked stays revoked)."""
     _set_active(ctx, user, True, as_json)
+
+
+@app.command("set-roles")
+def set_roles(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Username or id.")],
+    role: Annotated[list[str], typer.Option("--role", help="Repeat for several roles.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a user's roles (each must be defined; the last platform admin stays admin)."""
+    updated = operate(
+        ctx,
+        "users set-roles",
+        lambda admin, actor: admin.update_user(actor, user, roles=tuple(role)),
+        as_json=as_json,
+    )
+    emit(
+        updated.public(),
+        as_json,
+        lambda: out.print(f"user {updated.username} now has roles {', '.join(updated.roles)}"),
+    )
 
 
 @app.command("revoke-sessions")
@@ -123,16 +143,24 @@ def revoke_sessions(
     user: Annotated[str, typer.Argument(help="Username or id.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke every session and token of a user (incident response)."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        target = svc.users.resolve(user)
-        count = svc.users.revoke_sessions(target.id)
-    _audit(ctx, "admin.user.revoke_sessions", user_id=target.id, families=count)
+    """Revoke every session, token and API key of a user (incident response)."""
+    target, revoked = operate(
+        ctx,
+        "users revoke-sessions",
+        lambda admin, actor: admin.revoke_sessions(actor, user),
+        as_json=as_json,
+    )
     emit(
-        {"user_id": target.id, "revoked_sessions": count},
+        {
+            "user_id": target.id,
+            "revoked_sessions": revoked.sessions,
+            "revoked_api_keys": revoked.api_keys,
+        },
         as_json,
-        lambda: out.print(f"revoked {count} session(s) of {target.username}; live tokens are dead"),
+        lambda: out.print(
+            f"revoked {revoked.sessions} session(s) and {revoked.api_keys} API key(s) of "
+            f"{target.username}; its live tokens and cookie sessions are dead"
+        ),
     )
 
 
@@ -146,17 +174,17 @@ def create_key(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key. It is printed once and stored only as a hash."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        owner = svc.users.resolve(user)
-        expires = parse_duration(expires_in) if expires_in else None
-        secret, key = svc.api_keys.create(
-            owner.id, tuple(scope), tenant=owner.tenant, name=name, expires_in=expires
-        )
-    _audit(ctx, "admin.api_key.create", key_id=key.id, user_id=owner.id)
+    secret, key = operate(
+        ctx,
+        "api-keys create",
+        lambda admin, actor: admin.create_api_key(
+            actor, user, scopes=tuple(scope), name=name, expires_in=expires_in
+        ),
+        as_json=as_json,
+    )
 
     def human() -> None:
-        out.print(f"API key {key.id} for {owner.username}, scopes {', '.join(key.scopes)}")
+        out.print(f"API key {key.id} for {user}, scopes {', '.join(key.scopes)}")
         out.print("Shown once; store it now:")
         out.print(secret)
 
@@ -170,10 +198,12 @@ def revoke_key(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key now."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        key = svc.api_keys.revoke(key_id)
-    _audit(ctx, "admin.api_key.revoke", key_id=key.id)
+    key = operate(
+        ctx,
+        "api-keys revoke",
+        lambda admin, actor: admin.revoke_api_key(actor, key_id),
+        as_json=as_json,
+    )
     emit(key.public(), as_json, lambda: out.print(f"API key {key.id} revoked"))
 
 
@@ -184,10 +214,12 @@ def list_keys(
     as_json: JsonOpt = False,
 ) -> None:
     """List a user's API keys (never the keys themselves)."""
-    svc = state(ctx).services()
-    with errors_as_exit(as_json):
-        owner = svc.users.resolve(user)
-        found = svc.api_keys.list_for(owner.id)
+    _owner, found = operate(
+        ctx,
+        "api-keys list",
+        lambda admin, actor: admin.list_api_keys(actor, user),
+        as_json=as_json,
+    )
 
     def human() -> None:
         for k in found:

@@ -44,6 +44,12 @@ class ActionDef(_Frozen):
     own_resources_only: bool = False
     #: roles that may act on anyone's resources although the action is own-resources-only
     owner_exempt_roles: tuple[str, ...] = ()
+    #: platform-wide (metrics, audit verify, key rotation): a tenant-bound identity, or any
+    #: identity acting in a tenant, is refused
+    platform_only: bool = False
+    #: about the caller itself (who am I, log out, ask about myself): any credential may, an API
+    #: key whatever its scopes
+    self_service: bool = False
     description: str = ""
 
 

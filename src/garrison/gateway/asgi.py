@@ -89,6 +89,7 @@ def create_app(services: Services) -> ASGIApp:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(services.keyring.load)
         key_refresher = asyncio.create_task(_refresh_keys(services), name="garrison-keys")
+        refusals = asyncio.create_task(_flush_refusals(services), name="garrison-refusals")
         await services.bus.start()
         writer = services.audit if isinstance(services.audit, AuditWriter) else None
         if writer is not None:
@@ -99,6 +100,7 @@ def create_app(services: Services) -> ASGIApp:
             yield
         finally:
             key_refresher.cancel()
+            refusals.cancel()
             stop_policy_watch()
             await edge.aclose()  # API-key use records in flight, the proxy's connection pool
             await services.bus.stop()
@@ -134,6 +136,13 @@ async def _refresh_keys(services: Services) -> None:
             await anyio.to_thread.run_sync(keyring.refresh_if_stale)
     finally:
         keyring.refresh_inline = True
+
+
+async def _flush_refusals(services: Services) -> None:
+    """Write each second's aggregated anonymous refusals once the second is over (L2)."""
+    while True:
+        await asyncio.sleep(1.0)
+        await services.admission.refusals.flush()
 
 
 #: A framework-free route answers by itself and returns the status it sent (for the counter).

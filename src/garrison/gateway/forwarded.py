@@ -74,14 +74,14 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def joined(scope: Scope, name: bytes) -> bytes | None:
+def joined(scope: Scope, name: bytes, separator: bytes = b", ") -> bytes | None:
     """Every line of a list header, in order, as one comma-separated value (RFC 9110 §5.3).
 
     A proxy may add its own line rather than append to the client's (HAProxy's ``option
     forwardfor`` does): reading only the first line would believe the client's forgery.
     """
     values = [bytes(value) for key, value in scope["headers"] if key == name]
-    return b", ".join(values) if values else None
+    return separator.join(values) if values else None
 
 
 def peer_address(scope: Scope) -> str | None:

@@ -1,6 +1,7 @@
 """The built-in reverse proxy (E8): ``[[routes]]`` with an ``upstream`` served by ``garrison serve``.
 
-Each proxied request passes the same checks as ``/verify`` (``gateway.gate``) on its canonical path,
+Each proxied request passes the same admission pipeline as ``/verify`` (``garrison.admission``) on
+its canonical path, with a Bearer credential or the browser session cookie and its CSRF rules,
 then goes to the upstream with Garrison's identity headers; whatever ``X-Auth-*`` the client sent is
 dropped first, as are hop-by-hop headers (RFC 9110 §7.6.1, plus any the ``Connection`` header names).
 Bodies stream both ways through one pooled ``httpx.AsyncClient`` per application, so a large upload
@@ -16,10 +17,11 @@ from urllib.parse import quote
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from garrison.admission import Attempt, Pipeline
 from garrison.config.settings import RouteDef
 from garrison.errors import BadRequestError, GarrisonError, PayloadTooLargeError
 from garrison.gateway.forwarded import TrustedProxies, joined, peer_address
-from garrison.gateway.gate import IDENTITY_HEADERS, Gate, Request
+from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
 from garrison.gateway.paths import canonical_path
 from garrison.gateway.raw import RawHeaders, header, send_error, single_header
 
@@ -108,13 +110,17 @@ class ReverseProxy:
     def __init__(
         self,
         app: ASGIApp,
-        gate: Gate,
+        pipeline: Pipeline,
         proxies: TrustedProxies,
         routes: Iterable[RouteDef],
         client: httpx.AsyncClient,
+        *,
+        issuer: str = "",
     ) -> None:
         self.app = app
-        self.gate = gate
+        self.pipeline = pipeline
+        self.identity = IdentityHeaders()
+        self.issuer_origin = origin_of(issuer) if issuer else ""
         self.proxies = proxies
         self.client = client
         self.routes = sorted(
@@ -144,11 +150,11 @@ class ReverseProxy:
     ) -> None:
         if route.methods and scope["method"] not in route.methods:
             raise BadRequestError(f"method {scope['method']} is not routed for {route.prefix}")
-        admission = await self.gate.admit(self._request(scope, path))
+        admission = await self.pipeline.admit(self._attempt(scope, path))
         request = self.client.build_request(
             scope["method"],
             self._url(route, path, scope.get("query_string", b"")),
-            headers=[*self._headers(scope), *admission.headers],
+            headers=[*self._headers(scope), *self.identity(admission)],
             content=_body(receive) if _has_body(scope) else None,
         )
         try:
@@ -166,16 +172,30 @@ class ReverseProxy:
         finally:
             await response.aclose()
 
-    def _request(self, scope: Scope, path: str) -> Request:
+    def _attempt(self, scope: Scope, path: str) -> Attempt:
         ip = scope.get("garrison.client_ip") or peer_address(scope)
-        return Request(
+        authorization = _text(single_header(scope, b"authorization"))
+        session, browser = (None, None)
+        if authorization is None:
+            host = _text(header(scope, b"host")) or ""
+            own = tuple(o for o in (f"{scope['scheme']}://{host}", self.issuer_origin) if o)
+            session, browser = browser_session(
+                joined(scope, b"cookie", b"; "),
+                single_header(scope, b"x-csrf-token"),
+                single_header(scope, b"origin"),
+                single_header(scope, b"sec-fetch-site"),
+                own,
+            )
+        return Attempt(
             method=scope["method"],
             path=path,
-            authorization=_text(single_header(scope, b"authorization")),
+            authorization=authorization,
             tenant_header=_text(single_header(scope, b"x-tenant-id")),
             ip=ip,
             request_id=scope.get("garrison.request_id"),
             user_agent=_text(header(scope, b"user-agent")),
+            session=session,
+            browser=browser,
         )
 
     @staticmethod

@@ -1,24 +1,22 @@
-"""Request helpers shared by the routers: body parsing, the caller's identity, client facts."""
+"""Request helpers shared by the routers: body parsing, admission of the caller, client facts."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-import anyio.to_thread
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 
+from garrison.admission import Admission, Attempt, BrowserFacts
 from garrison.app import Services
-from garrison.errors import AuthenticationError, BadRequestError, ForbiddenError, ValidationError
-from garrison.gateway.authz import record_deny
-from garrison.gateway.session_cookies import check_cookie_request, session_credential
-from garrison.identity.authn import ADMIN_ROLE
+from garrison.errors import BadRequestError, ValidationError
+from garrison.gateway.gate import origin_of
+from garrison.identity.cookies import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from garrison.identity.service import Client
-from garrison.principal import Principal
-from garrison.tenancy import resolve_tenant
+from garrison.policy import Resource
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,8 +39,11 @@ async def parse_body(request: Request, model: type[M], *, optional: bool = False
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequestError("body is not valid JSON") from None
+    except RecursionError:  # nesting deeper than the parser's stack: refused, never a 500 (E7)
+        raise BadRequestError("body is nested too deeply") from None
     try:
-        return model.model_validate(data)
+        # strict: JSON types as sent; ``0`` or ``"false"`` is not a boolean, ``"1"`` not a number
+        return model.model_validate(data, strict=True)
     except PydanticValidationError as exc:
         reasons = [
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
@@ -67,37 +68,34 @@ def client(request: Request) -> Client:
     )
 
 
-async def principal(request: Request) -> Principal:
-    """The authenticated caller, or ``AuthenticationError`` (401)."""
-    cached = request.scope.get("garrison.principal")
-    if isinstance(cached, Principal):
-        return cached
-    authn = services(request).authenticator
-    from_cookie = session_credential(request)  # only without an Authorization header (A9)
-    header = from_cookie or request.headers.get("authorization")
-    try:
-        found = authn.authenticate_cached(header)
-        if found is None:
-            found = await anyio.to_thread.run_sync(authn.authenticate, header)
-    except AuthenticationError as exc:
-        services(request).metrics.auth_failure(exc.code)  # L6: spikes alert, by reason
-        raise
-    if from_cookie is not None:
-        await check_cookie_request(request, services(request), found, client(request))
-    found = _key_never_admin(services(request), found)
-    await _resolve_tenant(request, found)
-    request.scope["garrison.principal"] = found
-    return found
-
-
-def _key_never_admin(svc: Services, who: Principal) -> Principal:
-    """With ``REQUIRE_JWT_FOR_ADMIN`` an API key alone is never admin (A7): not on /admin, and
-    not for the admin role's other powers either (the vault, naming another tenant)."""
-    if who.via != "api_key" or ADMIN_ROLE not in who.roles:
-        return who
-    if not svc.settings.jwt_required_for_admin:
-        return who
-    return replace(who, roles=who.roles - {ADMIN_ROLE})
+def attempt(request: Request) -> Attempt:
+    """The facts of a request to one of Garrison's own endpoints, for the admission pipeline."""
+    authorization = request.headers.get("authorization")
+    session = browser = None
+    if authorization is None:
+        value = request.cookies.get(SESSION_COOKIE)
+        if value:
+            host = request.headers.get("host", "")
+            issuer = services(request).settings.issuer
+            session = value
+            browser = BrowserFacts(
+                csrf_header=request.headers.get(CSRF_HEADER),
+                csrf_cookie=request.cookies.get(CSRF_COOKIE),
+                origin=request.headers.get("origin"),
+                sec_fetch_site=request.headers.get("sec-fetch-site"),
+                own_origins=(f"{request.url.scheme}://{host}", origin_of(issuer)),
+            )
+    return Attempt(
+        method=request.method,
+        path=request.url.path,
+        authorization=authorization,
+        tenant_header=request.headers.get("x-tenant-id"),
+        ip=client_ip(request),
+        request_id=request.scope.get("garrison.request_id"),
+        user_agent=request.headers.get("user-agent"),
+        session=session,
+        browser=browser,
+    )
 
 
 #: Paths that never need X-Tenant-ID (T2): login, refresh, logout, health and discovery.
@@ -106,38 +104,36 @@ TENANT_EXEMPT_PATHS = frozenset(
 )
 
 
-async def _resolve_tenant(request: Request, who: Principal) -> None:
-    """Set ``garrison.tenant`` (the tenant the request acts in) or deny (T1, T2)."""
-    path = request.url.path
-    header = request.headers.get("x-tenant-id")
-    exempt = path in TENANT_EXEMPT_PATHS or path.startswith("/.well-known/")
-    svc = services(request)
-    try:
-        tenant = resolve_tenant(
-            who, header, required=svc.settings.tenant_header_required and not exempt
-        )
-    except ForbiddenError as exc:
-        await record_deny(svc, who, exc.reasons, client(request), tenant=who.tenant)
-        raise
-    request.scope["garrison.tenant"] = tenant
+async def admit(
+    request: Request,
+    action: str,
+    *,
+    resource: Resource | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Admission:
+    """Admit a request to one of Garrison's own endpoints as the registered ``action``: the same
+    pipeline, policy and refusal records as ``/verify`` and the proxy (Z2, Z3)."""
+    admission = await services(request).admission.admit(
+        attempt(request),
+        action=action,
+        resource=resource,
+        params=params,
+        tenant_optional=request.url.path in TENANT_EXEMPT_PATHS,
+    )
+    request.scope["garrison.admission"] = admission
+    return admission
 
 
-async def acting_tenant(request: Request) -> str | None:
-    """The tenant the authenticated caller acts in (None: platform scope)."""
-    await principal(request)
-    tenant = request.scope.get("garrison.tenant")
-    return tenant if isinstance(tenant, str) else None
-
-
-async def admin(request: Request) -> Principal:
-    """An admin caller (Z5); with ``REQUIRE_JWT_FOR_ADMIN`` an API key alone never is (A7)."""
-    who = await principal(request)
-    if who.via == "api_key" and services(request).settings.jwt_required_for_admin:
-        raise ForbiddenError(
-            "API keys cannot reach admin endpoints", reasons=["admin requires a JWT"]
-        )
-    if "admin" not in who.roles:
-        reasons = ["role mismatch: admin endpoints require admin"]
-        await record_deny(services(request), who, reasons, client(request), action="admin.api")
-        raise ForbiddenError(reasons=reasons)
-    return who
+async def authorize(
+    request: Request,
+    admission: Admission,
+    action: str,
+    *,
+    resource: Resource | None = None,
+    params: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
+) -> None:
+    """A further decision about an admitted caller (the record it acts on), audited the same way."""
+    await services(request).admission.authorize(
+        admission, action, resource=resource, params=params, tenant=tenant
+    )

@@ -1,6 +1,7 @@
 """Browser sessions over HTTP (A9): the session cookie as a credential, CSRF on state changes.
 
-Rules, in the order ``gateway.requests.principal`` applies them:
+A cookie-authenticated request to any path is admitted by ``garrison.admission`` (the same rules at
+``/verify`` and through the proxy); this module serves login, refresh and logout. The rules:
 
 - the cookie is read only when the request has no ``Authorization`` header (a Bearer client never
   needs a CSRF token, and a cookie never overrides an explicit credential);
@@ -22,30 +23,15 @@ from starlette.responses import JSONResponse, Response
 
 from garrison.app import Services
 from garrison.errors import AuthenticationError, ForbiddenError
-from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.cookies import (
     CSRF_COOKIE,
     CSRF_HEADER,
     REFRESH_COOKIE,
-    SAFE_METHODS,
     SESSION_COOKIE,
     SessionCookies,
-    check_same_origin,
+    check_own_site,
 )
 from garrison.identity.service import Client, TokenPair
-from garrison.principal import Principal
-
-
-def session_credential(request: Request) -> str | None:
-    """``Bearer <token>`` from the session cookie, when there is no ``Authorization`` header."""
-    if "authorization" in request.headers:
-        return None
-    value = request.cookies.get(SESSION_COOKIE)
-    if not value:
-        return None
-    if value.startswith(API_KEY_PREFIX) or not value.isascii() or " " in value:
-        raise AuthenticationError("the session cookie holds no session", code="bad_cookie")
-    return f"Bearer {value}"
 
 
 def own_origins(request: Request, issuer: str) -> tuple[str, ...]:
@@ -55,37 +41,10 @@ def own_origins(request: Request, issuer: str) -> tuple[str, ...]:
     return (f"{request.url.scheme}://{host}", f"{parts.scheme}://{parts.netloc}")
 
 
-async def check_cookie_request(
-    request: Request, svc: Services, who: Principal, client: Client
-) -> None:
-    """The checks a cookie-authenticated request must pass (see the module docstring)."""
-    if who.via != "jwt" or not who.session_id:
-        raise AuthenticationError("the session cookie holds no session", code="bad_cookie")
-    if request.method in SAFE_METHODS:
-        return
-    try:
-        check_origin(request, svc.settings.issuer)
-        svc.cookies.check_csrf(
-            who.session_id, request.headers.get(CSRF_HEADER), request.cookies.get(CSRF_COOKIE)
-        )
-    except ForbiddenError as exc:
-        await _audit_refusal(svc, who.sub, who.tenant, client, exc)
-        raise
-
-
 def check_origin(request: Request, issuer: str) -> None:
     """Refuse a cross-site browser request (``Sec-Fetch-Site``/``Origin``), whichever of our own
     origins it names."""
-    problem: ForbiddenError | None = None
-    for origin in own_origins(request, issuer):
-        try:
-            check_same_origin(request.headers, origin)
-        except ForbiddenError as exc:
-            problem = exc
-        else:
-            return
-    assert problem is not None
-    raise problem
+    check_own_site(request.headers, own_origins(request, issuer))
 
 
 async def _audit_refusal(

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import httpx
 from starlette.types import ASGIApp
 
+from garrison.admission import Pipeline
 from garrison.app import Services
 from garrison.gateway.bodylimit import BodyCaps, BodyLimit
 from garrison.gateway.edge import AllowedOrigins, Cors, SecurityHeaders, security_headers
 from garrison.gateway.forwarded import ForwardedMiddleware, HttpsMiddleware, TrustedProxies
-from garrison.gateway.gate import Gate, build_rate_guard
 from garrison.gateway.proxy import ReverseProxy, new_client
 from garrison.gateway.ratelimited import RateLimitMiddleware
 from garrison.gateway.verify import VerifyEndpoint
@@ -35,11 +35,11 @@ from garrison.gateway.verify import VerifyEndpoint
 class Edge:
     app: ASGIApp
     verify: VerifyEndpoint
-    gate: Gate
+    pipeline: Pipeline
     client: httpx.AsyncClient
 
     async def aclose(self) -> None:
-        await self.gate.drain()
+        await self.pipeline.drain()
         await self.client.aclose()
 
 
@@ -47,11 +47,12 @@ def build_edge(services: Services, app: ASGIApp) -> Edge:
     settings = services.settings
     proxies = TrustedProxies(settings.trusted_proxies)
     origins = AllowedOrigins(settings.cors_origins)
-    guard = build_rate_guard(services)
-    gate = Gate(services, guard)
+    pipeline = services.admission
     client = new_client()
-    wrapped: ASGIApp = RateLimitMiddleware(app, guard)
-    wrapped = ReverseProxy(wrapped, gate, proxies, settings.routes, client)
+    wrapped: ASGIApp = RateLimitMiddleware(app, services.guard)
+    wrapped = ReverseProxy(
+        wrapped, pipeline, proxies, settings.routes, client, issuer=settings.issuer
+    )
     wrapped = BodyLimit(
         wrapped, BodyCaps(settings.max_body_bytes, settings.bus_max_bytes, settings.routes)
     )
@@ -61,4 +62,5 @@ def build_edge(services: Services, app: ASGIApp) -> Edge:
     )
     wrapped = HttpsMiddleware(wrapped, settings.force_https)
     wrapped = ForwardedMiddleware(wrapped, proxies)
-    return Edge(wrapped, VerifyEndpoint(gate, proxies, origins), gate, client)
+    verify = VerifyEndpoint(pipeline, proxies, origins, issuer=settings.issuer)
+    return Edge(wrapped, verify, pipeline, client)

@@ -22,10 +22,11 @@ import re
 
 from starlette.types import Receive, Scope, Send
 
+from garrison.admission import Attempt, Pipeline
 from garrison.errors import AuthenticationError, BadRequestError, GarrisonError
 from garrison.gateway.edge import AllowedOrigins, origin_refused
 from garrison.gateway.forwarded import TrustedProxies, peer_address
-from garrison.gateway.gate import IDENTITY_HEADERS, Gate, Request
+from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
 from garrison.gateway.paths import canonical_path
 from garrison.gateway.raw import send_error, send_response
 
@@ -41,6 +42,11 @@ _WANTED = frozenset(
         b"user-agent",
         b"origin",
         b"access-control-request-method",
+        b"cookie",
+        b"x-csrf-token",
+        b"sec-fetch-site",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
     }
 )
 #: An anonymous (public-action) answer still names every identity header, empty: a proxy that copies
@@ -55,7 +61,7 @@ _QUERY_CREDENTIALS = re.compile(
 #: The largest request (URI, credential and tenant) whose admission is remembered.
 _MAX_KEY_BYTES = 4096
 #: Headers whose lines must agree: the backend behind the proxy may read another line than the first.
-_SINGLE = frozenset({b"authorization", b"x-tenant-id"})
+_SINGLE = frozenset({b"authorization", b"x-tenant-id", b"x-csrf-token"})
 _NO_ORIGINAL = (
     "forward auth needs the original request: X-Forwarded-Method and X-Forwarded-Uri "
     "(Traefik, Caddy) or X-Original-Method and X-Original-URI (nginx)"
@@ -67,10 +73,19 @@ def _text(value: bytes | None) -> str | None:
 
 
 class VerifyEndpoint:
-    def __init__(self, gate: Gate, proxies: TrustedProxies, origins: AllowedOrigins) -> None:
-        self.gate = gate
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        proxies: TrustedProxies,
+        origins: AllowedOrigins,
+        *,
+        issuer: str = "",
+    ) -> None:
+        self.pipeline = pipeline
         self.proxies = proxies
         self.origins = origins
+        self.identity = IdentityHeaders()
+        self.issuer_origin = origin_of(issuer) if issuer else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one forward-auth request; returns the status sent."""
@@ -82,6 +97,8 @@ class VerifyEndpoint:
                     found[name] = value
                 elif name == _XFF:  # one list over several lines (HAProxy adds its own line)
                     found[name] += b", " + value
+                elif name == b"cookie":  # HTTP/2 sends one line per cookie
+                    found[name] += b"; " + value
                 elif name in _SINGLE and value != found[name]:
                     twice = name  # checked one way here, perhaps read another way behind
         request_id: str | None = scope.get("garrison.request_id")
@@ -97,17 +114,18 @@ class VerifyEndpoint:
             if method == b"OPTIONS" and b"origin" in found and _ACRM in found:
                 return await self._preflight(send, found[b"origin"], request_id)
             ip = self.proxies.client_ip(peer_address(scope), found.get(_XFF))
-            key = _cache_key(method, uri, found)
-            admission = await self.gate.admit_cached(key, ip) if key is not None else None
+            # a cookie request's CSRF facts differ per request: only Bearer answers are remembered
+            key = _cache_key(method, uri, found) if b"authorization" in found else None
+            admission = await self.pipeline.admit_cached(key, ip) if key is not None else None
             if admission is None:
-                request = _request(method, uri, found, ip, request_id)
-                admission = await self.gate.admit(request, cache_key=key)
+                attempt = self._attempt(method, uri, found, ip, request_id)
+                admission = await self.pipeline.admit(attempt, cache_key=key)
         except GarrisonError as exc:
             await send_error(send, exc, request_id)
             return exc.status
         # no X-Request-ID on a 200: every header costs the server; a proxy that wants correlation
         # sends its own (nginx: $request_id), which Garrison's logs then carry
-        await send_response(send, 200, admission.headers or _ANONYMOUS)
+        await send_response(send, 200, self.identity(admission) or _ANONYMOUS)
         return 200
 
     async def _preflight(self, send: Send, origin: bytes, request_id: str | None) -> int:
@@ -117,6 +135,49 @@ class VerifyEndpoint:
             return refused.status
         await send_response(send, 200, [])
         return 200
+
+    def _attempt(
+        self,
+        method: bytes,
+        uri: bytes,
+        found: dict[bytes, bytes],
+        ip: str | None,
+        request_id: str | None,
+    ) -> Attempt:
+        path = canonical_path(uri.decode("latin-1"))
+        if path is None:
+            raise BadRequestError("the original URI is not a valid path")
+        authorization = _text(found.get(b"authorization"))
+        session, browser = (None, None)
+        if authorization is None and b"cookie" in found:
+            session, browser = browser_session(
+                found[b"cookie"],
+                found.get(b"x-csrf-token"),
+                found.get(b"origin"),
+                found.get(b"sec-fetch-site"),
+                self._own_origins(found),
+            )
+        return Attempt(
+            method=method.decode("latin-1").upper(),
+            path=path,
+            authorization=authorization,
+            tenant_header=_text(found.get(b"x-tenant-id")),
+            ip=ip,
+            request_id=request_id,
+            user_agent=_text(found.get(b"user-agent")),
+            session=session,
+            browser=browser,
+        )
+
+    def _own_origins(self, found: dict[bytes, bytes]) -> tuple[str, ...]:
+        """The site the browser was on: the original request's (the proxy says which with
+        ``X-Forwarded-Proto`` and ``X-Forwarded-Host``), and Garrison's own issuer."""
+        own = [self.issuer_origin] if self.issuer_origin else []
+        host, proto = found.get(b"x-forwarded-host"), found.get(b"x-forwarded-proto")
+        if host is not None:
+            scheme = (proto or b"https").split(b",")[0].strip().decode("latin-1")
+            own.append(f"{scheme}://{host.split(b',')[0].strip().decode('latin-1')}")
+        return tuple(own)
 
 
 def _refuse_query_credentials(uri: bytes, with_header: bool) -> None:
@@ -159,20 +220,3 @@ def _original(
                 f"{forwarded.decode()} and {original.decode()} disagree; a proxy must send one"
             )
     return first or second
-
-
-def _request(
-    method: bytes, uri: bytes, found: dict[bytes, bytes], ip: str | None, request_id: str | None
-) -> Request:
-    path = canonical_path(uri.decode("latin-1"))
-    if path is None:
-        raise BadRequestError("the original URI is not a valid path")
-    return Request(
-        method=method.decode("latin-1").upper(),
-        path=path,
-        authorization=_text(found.get(b"authorization")),
-        tenant_header=_text(found.get(b"x-tenant-id")),
-        ip=ip,
-        request_id=request_id,
-        user_agent=_text(found.get(b"user-agent")),
-    )

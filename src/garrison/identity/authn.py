@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from garrison.identity.external import ExternalTokens
 
 NO_CREDENTIALS = "missing bearer credentials"
-ADMIN_ROLE = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +74,8 @@ class Authenticator:
         cache_ttl: float = 30.0,
         clock: Clock = system_clock,
         audit: AuditSink | None = None,
-        api_keys_grant_admin: bool = True,
     ) -> None:
         self.codec = codec
-        #: False with ``REQUIRE_JWT_FOR_ADMIN``: a key principal never carries ``admin`` (A7), so
-        #: no consumer (vault, tenant choice, /verify, the proxy) can treat a key alone as admin.
-        self.api_keys_grant_admin = api_keys_grant_admin
         self.users = users
         self.sessions = sessions
         self.api_keys = api_keys
@@ -131,9 +126,13 @@ class Authenticator:
             principal, issued_at = self.external.authenticate(credential, idp)
             status = self._user_status(principal.sub)
         if not status.active:
-            raise AuthenticationError("account disabled or deleted", code="inactive_user")
+            raise AuthenticationError(
+                "account disabled or deleted", code="inactive_user", subject=principal.sub
+            )
         if issued_at + 1 <= status.tokens_valid_after:
-            raise AuthenticationError("session revoked", code="session_revoked")
+            raise AuthenticationError(
+                "session revoked", code="session_revoked", subject=principal.sub
+            )
         return principal
 
     def authenticate_cached(self, authorization: str | None) -> Principal | None:
@@ -174,10 +173,13 @@ class Authenticator:
         return self._check_jwt(claims, status, revoked)
 
     def _check_jwt(self, claims: dict[str, Any], status: _UserStatus, revoked: bool) -> Principal:
+        sub = claims["sub"]
         if not status.active:
-            raise AuthenticationError("account disabled or deleted", code="inactive_user")
+            raise AuthenticationError(
+                "account disabled or deleted", code="inactive_user", subject=sub
+            )
         if revoked or claims["iat"] + 1 <= status.tokens_valid_after:
-            raise AuthenticationError("session revoked", code="session_revoked")
+            raise AuthenticationError("session revoked", code="session_revoked", subject=sub)
         return principal_from_claims(claims)
 
     def _user_status(self, user_id: str) -> _UserStatus:
@@ -215,9 +217,9 @@ class Authenticator:
             self._audit_key("failure", key.user_id, key.tenant, {"key_id": key.id}, "inactive")
             raise AuthenticationError("invalid API key", code="invalid_api_key")
         user = status.user
+        # the user's roles as held: whether a key alone may use ``admin`` (REQUIRE_JWT_FOR_ADMIN,
+        # A7) is the policy's decision (``Authorizer.granted_roles``), on every path
         roles = frozenset(user.roles)
-        if not self.api_keys_grant_admin:
-            roles -= {ADMIN_ROLE}
         principal = Principal(
             sub=user.id,
             username=user.username,

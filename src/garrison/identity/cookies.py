@@ -115,6 +115,21 @@ def check_same_origin(headers: Mapping[str, str], own_origin: str) -> None:
         raise ForbiddenError(CROSS_SITE, reasons=[CROSS_SITE], code="csrf")
 
 
+def check_own_site(headers: Mapping[str, str], own_origins: tuple[str, ...]) -> None:
+    """``check_same_origin`` against each of this service's own origins: refused only when the
+    request comes from none of them."""
+    problem: ForbiddenError | None = None
+    for origin in own_origins or ("",):
+        try:
+            check_same_origin(headers, origin)
+        except ForbiddenError as exc:
+            problem = exc
+        else:
+            return
+    assert problem is not None
+    raise problem
+
+
 def cookie_value(cookie_header: str | None, name: str) -> str | None:
     """One cookie's value from a raw ``Cookie`` header, for framework-free callers (``/verify``,
     the proxy gate) that want to accept the session cookie too."""

@@ -14,9 +14,28 @@ from garrison.errors import ConflictError, NotFoundError, ValidationError
 from garrison.identity.passwords import hash_password
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
-from garrison.storage.schema import refresh_families, users
+from garrison.storage.schema import api_keys, refresh_families, users
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,149}$")
+ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+PLATFORM_ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """What one revocation ended: refresh families (sessions) and API keys."""
+
+    sessions: int
+    api_keys: int
+
+
+def _checked_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
+    for role in roles:
+        if not ROLE_RE.fullmatch(role):
+            raise ValidationError(f"role {role!r}: lower-case letters, digits and '_' only")
+    return roles
+
+
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -93,9 +112,7 @@ class UserStore:
             )
         if email is not None and "@" not in email:
             raise ValidationError("email: not an email address")
-        for role in roles:
-            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", role):
-                raise ValidationError(f"role {role!r}: lower-case letters, digits and '_' only")
+        _checked_roles(roles)
         tenant = validate_tenant(tenant)
         pw_hash = hash_password(password) if password is not None else None
         now = self.clock()
@@ -163,21 +180,47 @@ class UserStore:
         return sum(1 for (roles,) in rows if "admin" in (roles or ()))
 
     def set_active(self, user_id: str, active: bool) -> User:
+        """Enable or disable. Disabling revokes everything the user holds (``revoke_all``), so
+        enabling again never revives a session, token or API key (A12)."""
+        return self.update(user_id, active=active)
+
+    def update(
+        self,
+        user_id: str,
+        *,
+        active: bool | None = None,
+        roles: tuple[str, ...] | None = None,
+        keep_platform_admin: bool = False,
+    ) -> User:
+        """Change ``active`` and/or ``roles`` in one transaction. ``keep_platform_admin``: refuse
+        (409) a change that would leave no active platform admin (a user without a tenant holding
+        ``admin``); the admins' rows are locked first, so two such changes cannot both pass."""
         now = self.clock()
-        values: dict[str, Any] = {"active": active, "updated_at": now}
-        if not active:
+        values: dict[str, Any] = {"updated_at": now}
+        if active is not None:
+            values["active"] = active
+        if roles is not None:
+            values["roles"] = sorted(set(_checked_roles(roles)))
+        if active is False:
             values["tokens_valid_after"] = now
         with self.db.begin() as conn:
+            if keep_platform_admin:
+                self._keep_platform_admin(conn, user_id, active, roles)
             found = conn.execute(sa.update(users).where(users.c.id == user_id).values(values))
-            if not active:
-                self._revoke_families(conn, user_id, now, "user_disabled")
-        if found.rowcount == 0:
-            raise NotFoundError("no such user")
+            if found.rowcount == 0:
+                raise NotFoundError("no such user")
+            if active is False:
+                self._revoke_everything(conn, user_id, now, "user_disabled")
         self.bus.publish("user", user_id)
         return self.get(user_id)
 
     def revoke_sessions(self, user_id: str) -> int:
-        """Kill every refresh family and every access token issued so far (A12)."""
+        """Revoke every session and token of a user (A12); the number of refresh families."""
+        return self.revoke_all(user_id).sessions
+
+    def revoke_all(self, user_id: str) -> Revoked:
+        """Kill every refresh family (and so every cookie session), every access token issued so
+        far and every API key of the user, in one transaction and one invalidation (A12)."""
         now = self.clock()
         with self.db.begin() as conn:
             found = conn.execute(
@@ -185,11 +228,44 @@ class UserStore:
                 .where(users.c.id == user_id)
                 .values(tokens_valid_after=now, updated_at=now)
             )
-            revoked = self._revoke_families(conn, user_id, now, "sessions_revoked")
-        if found.rowcount == 0:
-            raise NotFoundError("no such user")
+            if found.rowcount == 0:
+                raise NotFoundError("no such user")
+            revoked = self._revoke_everything(conn, user_id, now, "sessions_revoked")
         self.bus.publish("user", user_id)
         return revoked
+
+    def _keep_platform_admin(
+        self,
+        conn: sa.Connection,
+        user_id: str,
+        active: bool | None,
+        roles: tuple[str, ...] | None,
+    ) -> None:
+        stmt = sa.select(users.c.id, users.c.roles).where(
+            users.c.tenant.is_(None), users.c.active.is_(True)
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        admins = {row.id for row in conn.execute(stmt) if PLATFORM_ADMIN in (row.roles or ())}
+        if user_id not in admins:
+            return
+        loses = active is False or (roles is not None and PLATFORM_ADMIN not in roles)
+        if loses and len(admins) == 1:
+            raise ConflictError(
+                "the last active platform admin cannot be disabled, demoted or deleted",
+                reasons=["last platform admin"],
+            )
+
+    def _revoke_everything(
+        self, conn: sa.Connection, user_id: str, now: float, reason: str
+    ) -> Revoked:
+        sessions = self._revoke_families(conn, user_id, now, reason)
+        keys = conn.execute(
+            sa.update(api_keys)
+            .where(api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return Revoked(sessions=sessions, api_keys=int(keys.rowcount or 0))
 
     def set_password(self, user_id: str, password: str) -> None:
         pw_hash = hash_password(password)

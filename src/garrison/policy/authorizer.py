@@ -17,21 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from garrison.config.settings import Settings
+from garrison.config.settings import RouteDef, Settings
 from garrison.policy.engine import (
     ACTION_UID,
+    DEFAULTS_DIR,
     PolicyBundle,
     PolicyLoadError,
     fingerprint,
     load_bundle,
 )
-from garrison.policy.model import Decision, Resource, RouteMatch
-from garrison.policy.registry import DEFAULTS_DIR, Registry, registry_from_settings
+from garrison.policy.model import NO_FACTS, Decision, RequestFacts, Resource, RouteMatch
+from garrison.policy.registry import Registry, registry_from_settings
 from garrison.principal import Principal
 
 log = logging.getLogger("garrison.policy")
 
 _MAX_ACTION_IN_REASON = 120
+ADMIN_ROLE = "admin"
 
 
 @dataclass(slots=True)
@@ -53,9 +55,19 @@ def policy_dir_for(settings: Settings) -> Path:
 
 
 class Authorizer:
-    def __init__(self, registry: Registry, policy_dir: Path, *, cache_size: int = 65_536) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        policy_dir: Path,
+        *,
+        cache_size: int = 65_536,
+        jwt_required_for_admin: bool = True,
+    ) -> None:
         self.policy_dir = policy_dir
         self.cache_size = cache_size
+        #: ``REQUIRE_JWT_FOR_ADMIN`` (A7): an API key alone never holds the admin role, for any
+        #: action (admin actions, acting in another tenant, the vault); decided here and only here
+        self.jwt_required_for_admin = jwt_required_for_admin
         self._lock = threading.Lock()
         #: why the last reload was refused (None once a reload succeeds): audited by the watcher
         self.last_reload_error: str | None = None
@@ -64,7 +76,10 @@ class Authorizer:
     @classmethod
     def from_settings(cls, settings: Settings, *, cache_size: int = 65_536) -> Authorizer:
         return cls(
-            registry_from_settings(settings), policy_dir_for(settings), cache_size=cache_size
+            registry_from_settings(settings),
+            policy_dir_for(settings),
+            cache_size=cache_size,
+            jwt_required_for_admin=settings.jwt_required_for_admin,
         )
 
     @property
@@ -89,6 +104,7 @@ class Authorizer:
         resource: Resource | None = None,
         params: Mapping[str, Any] | None = None,
         tenant: str | None = None,
+        facts: RequestFacts = NO_FACTS,
     ) -> Decision:
         """Allow or deny with reasons; never raises for a deny. ``subject=None`` is anonymous."""
         state = self._state
@@ -97,11 +113,11 @@ class Authorizer:
                 False, (f"unknown action: {action[:_MAX_ACTION_IN_REASON]}",), state.version, action
             )
         present = _present(params)
-        key = (_subject_key(subject), action, resource, present, tenant)
+        key = (_subject_key(subject), action, resource, present, tenant, facts)
         found = state.cache.get(key)
         if found is not None:
             return found
-        decision = self._evaluate(state, subject, action, resource, present, tenant)
+        decision = self._evaluate(state, subject, action, resource, present, tenant, facts)
         if self.cache_size:
             if len(state.cache) >= self.cache_size:
                 state.cache.clear()
@@ -116,24 +132,42 @@ class Authorizer:
         resource: Resource | None,
         present: frozenset[str],
         tenant: str | None,
+        facts: RequestFacts,
     ) -> Decision:
         registry = state.registry
         spec = registry.actions[action]
-        roles = registry.effective_roles(subject.roles) if subject else frozenset()
+        held = self.granted_roles(subject)
+        withheld = subject is not None and len(held) != len(subject.roles)
+        roles = registry.effective_roles(held)
         acting_in = tenant if tenant is not None else (subject.tenant if subject else None)
-        request, entities = cedar_request(
-            subject, roles, action, spec_context(action, spec, present, acting_in), resource
+        context = spec_context(action, spec, present, acting_in)
+        route = facts.route
+        context.update(
+            tenant_header_missing=facts.tenant_header_missing,
+            admin_withheld=withheld,
+            route=route.prefix if route is not None else "",
+            route_roles=list(route.required_roles) if route is not None else [],
         )
+        request, entities = cedar_request(subject, roles, action, context, resource)
         outcome = state.bundle.evaluate(request, entities)
         if outcome.allow:
             return Decision(True, (), state.version, action)
         reasons = [f"policy error: {name}" for name in outcome.errored]
-        facts = _Facts(action, spec.required_roles, spec.required_params, present)
+        render = _Facts(action, spec.required_roles, spec.required_params, present, route)
         for policy in outcome.determining:
-            reasons.extend(facts.render(policy.reason or f"denied by policy {policy.name}"))
+            reasons.extend(render.render(policy.reason or f"denied by policy {policy.name}"))
         if not reasons:
             reasons.append(f"no policy permits {action}")
         return Decision(False, tuple(dict.fromkeys(reasons)), state.version, action)
+
+    def granted_roles(self, subject: Principal | None) -> frozenset[str]:
+        """The roles a credential carries: the user's, less ``admin`` for an API key under
+        ``REQUIRE_JWT_FOR_ADMIN`` (A7). What decisions use, and what upstreams are told."""
+        if subject is None:
+            return frozenset()
+        if self.jwt_required_for_admin and subject.via == "api_key" and ADMIN_ROLE in subject.roles:
+            return subject.roles - {ADMIN_ROLE}
+        return subject.roles
 
     # -- registry views --------------------------------------------------------------------
     def match_route(self, method: str, path: str) -> RouteMatch | None:
@@ -181,16 +215,22 @@ class Authorizer:
 
 @dataclass(frozen=True, slots=True)
 class _Facts:
-    """What a @reason template may name: {action}, {required_roles}, {missing_params}."""
+    """What a @reason template may name: {action}, {required_roles}, {missing_params}, {route},
+    {route_roles}."""
 
     action: str
     required_roles: tuple[str, ...]
     required_params: tuple[str, ...]
     present: frozenset[str]
+    route: RouteDef | None = None
 
     def render(self, template: str) -> Iterator[str]:
-        text = template.replace("{action}", self.action).replace(
-            "{required_roles}", " or ".join(self.required_roles)
+        route = self.route
+        text = (
+            template.replace("{action}", self.action)
+            .replace("{required_roles}", " or ".join(self.required_roles))
+            .replace("{route_roles}", " or ".join(route.required_roles) if route else "")
+            .replace("{route}", route.prefix if route else "")
         )
         if "{missing_params}" not in text:
             yield text
@@ -232,6 +272,12 @@ def spec_context(
         "own_only": spec.own_resources_only,
         "owner_exempt_roles": list(spec.owner_exempt_roles),
         "tenant": tenant or "",
+        "platform_only": spec.platform_only,
+        "self_service": spec.self_service,
+        "tenant_header_missing": False,
+        "admin_withheld": False,
+        "route": "",
+        "route_roles": [],
     }
 
 
@@ -261,7 +307,12 @@ def cedar_request(
     }
     thing = {
         "uid": res_uid,
-        "attrs": {"kind": res.type or "", "tenant": res.tenant or "", "owner": res.owner or ""},
+        "attrs": {
+            "kind": res.type or "",
+            "tenant": res.tenant or "",
+            "owner": res.owner or "",
+            "platform": res.platform,
+        },
         "parents": [],
     }
     request = {"principal": user_uid, "action": ACTION_UID, "resource": res_uid, "context": context}

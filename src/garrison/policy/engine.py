@@ -1,8 +1,12 @@
 """Cedar policies as compiled, validated bundles (Z3): parsed once, evaluated per decision.
 
-A policy directory holds one ``*.cedarschema`` file and any number of ``*.cedar`` files (read in
-name order). A bundle is only ever built from policies that validate against the schema, so a
-broken edit is refused at start and a broken reload keeps the running bundle. Evaluation always
+Garrison's base policies and the schema of every request (``defaults/garrison.cedar`` and
+``defaults/schema.cedarschema``) are always in force: they hold the invariants every deployment
+relies on (registration, authentication, tenancy, scopes, platform-only actions, roles), so no
+policy directory can leave them out or reshape the request. A deployment's policy directory adds
+``*.cedar`` files (read in name order) to them; it holds no schema of its own. A bundle is only ever
+built from policies that validate against the schema, so a broken edit is refused at start and a
+broken reload keeps the running bundle. Evaluation always
 passes the schema; a policy that errors while evaluating turns the answer into a deny with a
 ``policy error`` reason, because Cedar would otherwise just skip an erroring ``forbid``.
 """
@@ -75,6 +79,11 @@ class PolicyBundle:
             yield info.name if info is not None else "evaluation failed"
 
 
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+BASE_POLICIES = DEFAULTS_DIR / "garrison.cedar"
+SCHEMA = DEFAULTS_DIR / "schema.cedarschema"
+
+
 def fingerprint(directory: Path) -> Fingerprint:
     """What changed on disk: name, mtime and size of every policy and schema file."""
     entries: list[tuple[str, int, int]] = []
@@ -85,7 +94,8 @@ def fingerprint(directory: Path) -> Fingerprint:
 
 
 def _policy_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.cedar"))
+    """The directory's own policies; the base set is added apart (and once) by ``load_bundle``."""
+    return [p for p in sorted(directory.glob("*.cedar")) if p.resolve() != BASE_POLICIES.resolve()]
 
 
 def _schema_files(directory: Path) -> list[Path]:
@@ -99,15 +109,20 @@ def load_bundle(directory: Path) -> PolicyBundle:
         raise PolicyLoadError([f"{where}: does not exist"])
     stamp = fingerprint(directory)
     schemas, files = _schema_files(directory), _policy_files(directory)
-    problems: list[str] = []
-    if len(schemas) != 1:
-        problems.append(f"{where}: needs exactly one *.cedarschema file, found {len(schemas)}")
-    if not files:
-        problems.append(f"{where}: has no *.cedar policy files")
+    problems = [
+        f"{where}: {path.name}: the request schema is Garrison's own; remove this file"
+        for path in schemas
+        if path.resolve() != SCHEMA.resolve()
+    ]
+    problems += [
+        f"{where}: {path.name}: Garrison's base policies are always applied; remove this copy"
+        for path in files
+        if path.name == BASE_POLICIES.name
+    ]
     if problems:
         raise PolicyLoadError(problems)
-    schema_text = schemas[0].read_text(encoding="utf-8")
-    policy_text = "\n".join(path.read_text(encoding="utf-8") for path in files)
+    schema_text = SCHEMA.read_text(encoding="utf-8")
+    policy_text = "\n".join(path.read_text(encoding="utf-8") for path in [BASE_POLICIES, *files])
     schema, policies, info = _compile(schema_text, policy_text, where)
     digest = hashlib.sha256(
         json.dumps([schema_text, policy_text]).encode(), usedforsecurity=False

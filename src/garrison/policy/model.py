@@ -15,6 +15,8 @@ class Resource:
     id: str | None = None
     tenant: str | None = None
     owner: str | None = None
+    #: a platform-scope record (no tenant, such as a platform user): unreachable from a tenant
+    platform: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +35,14 @@ class RouteMatch:
 
     action: str
     route: RouteDef
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the admission pipeline knows of the request beyond subject, action and resource."""
+
+    tenant_header_missing: bool = False  # REQUIRE_TENANT_HEADER, tenant-bound caller, none sent
+    route: RouteDef | None = None  # the registry route the path matched (its required_roles)
+
+
+NO_FACTS = RequestFacts()

@@ -8,6 +8,7 @@ support-desk set (``defaults/registry.toml``) is the default.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,10 +20,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from garrison.config.settings import ActionDef, RoleDef, RouteDef, Settings
 from garrison.errors import ConfigError
+from garrison.policy.engine import DEFAULTS_DIR
 from garrison.policy.model import RouteMatch
 
-DEFAULTS_DIR = Path(__file__).parent / "defaults"
 DEFAULT_REGISTRY = DEFAULTS_DIR / "registry.toml"
+OWN_ACTIONS = DEFAULTS_DIR / "own_actions.toml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,9 @@ class Registry:
         routes: Iterable[RouteDef],
     ) -> Registry:
         routes = tuple(routes)
-        _check(roles, actions, routes)
+        own = own_actions()
+        _check(roles, actions, routes, own)
+        actions = {**actions, **own}
         closure = {name: _closure(name, roles) for name in roles}
         ordered = tuple(sorted(routes, key=lambda r: len(_route_prefix(r.prefix)), reverse=True))
         return cls(dict(roles), dict(actions), ordered, closure)
@@ -98,10 +102,28 @@ def _closure(role: str, roles: Mapping[str, RoleDef]) -> frozenset[str]:
     return frozenset(seen)
 
 
+@functools.cache
+def _own_actions() -> tuple[tuple[str, ActionDef], ...]:
+    data = tomllib.loads(OWN_ACTIONS.read_text(encoding="utf-8"))
+    return tuple((k, ActionDef.model_validate(v)) for k, v in data["actions"].items())
+
+
+def own_actions() -> dict[str, ActionDef]:
+    """Garrison's own endpoints as registered actions (``defaults/own_actions.toml``)."""
+    return dict(_own_actions())
+
+
 def _check(
-    roles: Mapping[str, RoleDef], actions: Mapping[str, ActionDef], routes: Sequence[RouteDef]
+    roles: Mapping[str, RoleDef],
+    actions: Mapping[str, ActionDef],
+    routes: Sequence[RouteDef],
+    own: Mapping[str, ActionDef],
 ) -> None:
-    problems: list[str] = []
+    problems: list[str] = [
+        f"actions.{name!r}: one of Garrison's own actions; it cannot be redefined"
+        for name in actions
+        if name in own
+    ]
     for name, role in roles.items():
         problems += [
             f"roles.{name}: includes unknown role {r!r}" for r in role.includes if r not in roles
@@ -116,7 +138,7 @@ def _check(
     for i, route in enumerate(routes):
         if not route.prefix.startswith("/"):
             problems.append(f"routes[{i}].prefix: must start with '/'")
-        if route.action not in actions:
+        if route.action not in actions and route.action not in own:
             problems.append(f"routes[{i}].action: {route.action!r} is not a registered action")
     if problems:
         raise ConfigError(problems)

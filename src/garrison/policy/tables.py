@@ -13,7 +13,10 @@ A policy directory may hold ``tests/*.toml`` files of ``[[case]]`` entries::
     reasons = ["role mismatch: user.delete requires admin"]         # optional: exact, in order
 
 ``run_policy_tests`` validates the policies against the schema, then decides every case with a
-fresh, uncached ``Authorizer``; the report lists each failure with what was expected and got.
+fresh, uncached ``Authorizer`` (with ``REQUIRE_JWT_FOR_ADMIN`` on, as in production); the report
+lists each failure with what was expected and got. The packaged tables of Garrison's own endpoints
+(``defaults/tests/own_actions.toml``) always run too, and every registered action must have at
+least one row somewhere: an action nobody wrote a decision for is a failure.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from garrison.errors import ConfigError
 from garrison.policy.authorizer import Authorizer
+from garrison.policy.engine import DEFAULTS_DIR
 from garrison.policy.model import Decision, Resource
 from garrison.policy.registry import Registry
 from garrison.principal import Principal, Via
@@ -57,6 +61,7 @@ class ResourceSpec(_Strict):
     id: str | None = None
     tenant: str | None = None
     owner: str | None = None
+    platform: bool = False
 
 
 class Case(_Strict):
@@ -137,11 +142,23 @@ class TestReport:
         }
 
 
+#: The tables of Garrison's own endpoints: run beside every deployment's tables.
+OWN_TABLE = DEFAULTS_DIR / "tests" / "own_actions.toml"
+
+
+def table_files(directory: Path) -> list[Path]:
+    """``directory/tests/*.toml``, plus the packaged tables of Garrison's own actions."""
+    files = sorted((directory / "tests").glob("*.toml"))
+    if OWN_TABLE.name not in {f.name for f in files}:
+        files.append(OWN_TABLE)
+    return files
+
+
 def load_cases(directory: Path) -> list[Case]:
-    """Every ``[[case]]`` of ``directory/tests/*.toml``; ``ConfigError`` lists the bad ones."""
+    """Every ``[[case]]`` of the tables (``table_files``); ``ConfigError`` lists the bad ones."""
     cases: list[Case] = []
     problems: list[str] = []
-    for path in sorted((directory / "tests").glob("*.toml")):
+    for path in table_files(directory):
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -180,9 +197,12 @@ def run_policy_tests(registry: Registry, directory: Path) -> TestReport:
         cases = load_cases(directory)
     except ConfigError as exc:
         return TestReport(directory, authorizer.version, exc.problems, ())
-    problems: tuple[str, ...] = ()
-    if not cases:
-        problems = (f"{directory / 'tests'}: no decision tables (tests/*.toml with [[case]])",)
+    covered = {case.action for case in cases}
+    problems = tuple(
+        f"action {name!r} has no row in any decision table (add a case for it)"
+        for name in sorted(registry.actions)
+        if name not in covered
+    )
     results = []
     for case in cases:
         decision = case.decide(authorizer)

@@ -3,6 +3,7 @@
 from garrison.tenancy.resolve import (
     MISSING_TENANT_HEADER,
     TENANT_MISMATCH,
+    acting_tenant,
     check_same_tenant,
     resolve_tenant,
     same_tenant,
@@ -11,6 +12,7 @@ from garrison.tenancy.resolve import (
 __all__ = [
     "MISSING_TENANT_HEADER",
     "TENANT_MISMATCH",
+    "acting_tenant",
     "check_same_tenant",
     "resolve_tenant",
     "same_tenant",

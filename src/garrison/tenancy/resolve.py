@@ -1,4 +1,9 @@
-"""Which tenant a request acts in (T1, T2): the token's tenant, checked against ``X-Tenant-ID``.
+"""Which tenant a request acts in (T1, T2): the token's tenant, or the one ``X-Tenant-ID`` names.
+
+``acting_tenant`` only works out the tenant a request asks to act in; whether it may is the
+policy's decision (``policy/defaults/garrison.cedar``: ``tenant-header``, ``tenant-bound``,
+``platform-tenant``, ``resource-tenant``, ``platform-record``), so the rules below hold on every
+path in one place:
 
 - A tenant-bound identity (admins included) acts only in its own tenant; a header naming another
   tenant is a ``tenant mismatch``.
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from garrison.errors import ForbiddenError
+from garrison.errors import BadRequestError, ForbiddenError
 from garrison.principal import Principal
 
 TENANT_MISMATCH = "tenant mismatch"
@@ -22,6 +27,24 @@ MISSING_TENANT_HEADER = "missing tenant header"
 PLATFORM_ADMIN_ROLE = "admin"
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def acting_tenant(
+    principal: Principal | None, header: str | None, *, required: bool
+) -> tuple[str | None, bool]:
+    """The tenant the request asks to act in (None: platform scope), and whether a required
+    ``X-Tenant-ID`` is missing. A malformed header is a 400 before anything is decided."""
+    named = (header or "").strip() or None
+    if named is not None and not _TENANT_RE.match(named):
+        raise BadRequestError(
+            "X-Tenant-ID: letters, digits, '.', '_' and '-' only (at most 100)",
+            code="bad_tenant_header",
+        )
+    if principal is None:
+        return None, False  # anonymous (a public action): no tenant to act in
+    if named is None:
+        return principal.tenant, required and principal.tenant is not None
+    return named, False
 
 
 def resolve_tenant(principal: Principal, header: str | None, *, required: bool) -> str | None:

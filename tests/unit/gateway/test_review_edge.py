@@ -10,11 +10,11 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.types import Scope
 
+from garrison.admission import Pipeline
 from garrison.app import build_services
 from garrison.config.settings import RateLimitDef, RouteDef
 from garrison.gateway.asgi import create_app
 from garrison.gateway.forwarded import TrustedProxies, resolve
-from garrison.gateway.gate import Gate
 from garrison.gateway.paths import canonical_path
 from garrison.gateway.proxy import ReverseProxy
 from garrison.identity.users import User
@@ -163,7 +163,7 @@ def test_ordinary_semicolons_and_dots_still_pass(raw: str) -> None:
 # -- proxy: identity headers spelled with underscores -------------------------------------------
 def _proxy() -> ReverseProxy:
     client = cast(httpx.AsyncClient, None)
-    return ReverseProxy(Echo(), cast(Gate, None), TrustedProxies([]), [], client)
+    return ReverseProxy(Echo(), cast(Pipeline, None), TrustedProxies([]), [], client)
 
 
 @pytest.mark.req("E8", "T1")
@@ -287,7 +287,7 @@ def test_admission_cache_does_not_keep_oversized_requests(
     user("pad", roles=("support",), tenant="acme")
     token = login(http, "pad")["access_token"]
     front = cast(Any, http.app)
-    gate: Gate = front.fast_routes["/verify"].gate
+    gate: Pipeline = front.fast_routes["/verify"].pipeline
     for i in range(3):
         response = http.get(
             "/verify",

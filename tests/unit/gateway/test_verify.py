@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from garrison.admission import Attempt
 from garrison.app import Services, build_services
 from garrison.config.settings import RateLimitDef, RouteDef
 from garrison.gateway.asgi import create_app
-from garrison.gateway.gate import Gate, Request, build_rate_guard
 from garrison.identity.users import User
 from tests.conftest import PASSWORD, MakeSettings, login
 from tests.support import free_port
@@ -164,11 +165,18 @@ def test_api_key_is_accepted_and_its_use_audited(
     assert response.headers["x-auth-subject"] == owner.id
     deadline = time.monotonic() + 5  # the record is written off the request path
     found: set[tuple[Any, ...]] = set()
-    while ("gateway.api_key_use", record.id) not in found and time.monotonic() < deadline:
+    # one shape on every path: the actor is the user, the key is named apart
+    while ("gateway.api_key_use", owner.id) not in found and time.monotonic() < deadline:
         http.get("/healthz")
         with svc.db.engine.connect() as conn:
             found = {tuple(r) for r in conn.execute(sa.text("select action, actor from audit_log"))}
-    assert ("gateway.api_key_use", record.id) in found
+    assert ("gateway.api_key_use", owner.id) in found
+    with svc.db.engine.connect() as conn:
+        details = conn.execute(
+            sa.text("select details from audit_log where action = 'gateway.api_key_use'")
+        ).scalar_one()
+    parsed = json.loads(details) if isinstance(details, str) else details
+    assert parsed["authenticated_by"] == {"type": "api_key", "id": record.id}
 
 
 @pytest.mark.req("E8", "A4", "A12")
@@ -260,8 +268,8 @@ def test_concurrent_misses_share_one_lookup(
         return real(authorization)
 
     monkeypatch.setattr(svc.authenticator, "authenticate", counting)
-    gate = Gate(svc, build_rate_guard(svc))
-    request = Request("POST", "/api/tickets/1", f"Bearer {key}", None, "127.0.0.1")
+    gate = svc.admission
+    request = Attempt("POST", "/api/tickets/1", f"Bearer {key}", None, "127.0.0.1")
 
     async def main() -> list[str | None]:
         admitted: list[str | None] = []

@@ -287,7 +287,7 @@ def test_api_keys_over_http_scoped_and_never_admin(make_settings: MakeSettings) 
         assert client.get("/auth/me", headers=bearer(key)).status_code == 200
         refused = client.get("/admin/users", headers=bearer(key))
         assert refused.status_code == 403
-        assert refused.json()["reasons"] == ["admin requires a JWT"]
+        assert refused.json()["reasons"][0] == "admin requires a JWT"
         assert (
             client.delete(f"/admin/api-keys/{made.json()['id']}", headers=admin).status_code == 204
         )

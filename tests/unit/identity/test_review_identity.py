@@ -23,6 +23,7 @@ from garrison.identity.authn import Authenticator
 from garrison.identity.external import build_idps
 from garrison.identity.service import Client
 from garrison.identity.users import User, validate_tenant
+from garrison.policy import Authorizer
 from garrison.vault.store import validate_name
 from tests.conftest import PASSWORD, MakeSettings, bearer, login
 from tests.jose import jws, segment
@@ -302,22 +303,16 @@ def test_an_admins_api_key_cannot_read_any_tenants_secrets(
 
 
 @pytest.mark.req("A7")
-def test_an_admins_api_key_principal_carries_no_admin_role(services: Services) -> None:
-    """The authenticator itself drops ``admin`` from key principals when told to, so every
-    consumer (/verify and the proxy included) sees the same identity."""
+def test_an_admins_api_key_carries_no_admin_role(services: Services) -> None:
+    """Under REQUIRE_JWT_FOR_ADMIN the policy withholds ``admin`` from a key, and that one
+    answer is what every consumer sees (decisions, and X-Auth-Roles at /verify and the proxy)."""
     root = services.users.create("root", PASSWORD, roles=("admin", "support"))
     key, _ = services.api_keys.create(root.id, ("*",), tenant=None)
-    authn = Authenticator(
-        services.codec,
-        services.users,
-        services.sessions,
-        services.api_keys,
-        services.bus,
-        api_keys_grant_admin=False,
-    )
-    who = authn.authenticate(f"Bearer {key}")
-    assert who.roles == frozenset({"support"})
-    assert authn.authenticate_cached(f"Bearer {key}") == who
+    who = services.authenticator.authenticate(f"Bearer {key}")
+    strict = Authorizer(services.authorizer.registry, services.authorizer.policy_dir)
+    assert strict.granted_roles(who) == frozenset({"support"})
+    decision = strict.decide(who, "admin.users.create")
+    assert decision.reasons == ("admin requires a JWT",)
 
 
 @pytest.mark.req("A7", "Z5", "E8")

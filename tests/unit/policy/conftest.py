@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 
 from garrison.policy import Authorizer
-from garrison.policy.registry import DEFAULT_REGISTRY, DEFAULTS_DIR, load_registry_file
+from garrison.policy.engine import DEFAULTS_DIR
+from garrison.policy.registry import DEFAULT_REGISTRY, load_registry_file
 
 
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
+    """A deployment's policy directory: the packaged decision tables, no policies of its own
+    (Garrison's base policies and schema always come from the package)."""
     target = tmp_path / "policies"
-    shutil.copytree(DEFAULTS_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DEFAULTS_DIR / "tests", target / "tests")
     return target
 
 

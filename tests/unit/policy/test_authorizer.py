@@ -94,9 +94,18 @@ def test_policies_that_fail_schema_validation_are_refused(policy_dir: Path) -> N
 
 
 @pytest.mark.req("Z3")
-def test_a_schema_is_required(policy_dir: Path) -> None:
-    (policy_dir / "schema.cedarschema").unlink()
-    with pytest.raises(ConfigError, match="exactly one"):
+def test_a_deployment_cannot_bring_its_own_schema(policy_dir: Path) -> None:
+    """The request schema is Garrison's: a directory reshaping it (and so every request) is refused."""
+    (policy_dir / "schema.cedarschema").write_text("namespace Garrison { }\n")
+    with pytest.raises(ConfigError, match="schema is Garrison's own"):
+        Authorizer(load_registry_file(DEFAULT_REGISTRY), policy_dir)
+
+
+@pytest.mark.req("Z3")
+def test_a_deployment_cannot_replace_the_base_policies(policy_dir: Path) -> None:
+    """A ``garrison.cedar`` that drops, say, the tenant rules is refused, never used instead."""
+    (policy_dir / "garrison.cedar").write_text("permit (principal, action, resource);\n")
+    with pytest.raises(ConfigError, match="base policies are always applied"):
         Authorizer(load_registry_file(DEFAULT_REGISTRY), policy_dir)
 
 
@@ -128,8 +137,8 @@ def test_a_broken_reload_keeps_the_running_version(
     authorizer: Authorizer, policy_dir: Path
 ) -> None:
     before = authorizer.version
-    broken = policy_dir / "garrison.cedar"
-    broken.write_text(broken.read_text() + "\npermit (principal, action, resource) when {")
+    broken = policy_dir / "deployment.cedar"
+    broken.write_text("permit (principal, action, resource) when {")
     _touch_later(broken)
     assert authorizer.reload() is False
     assert authorizer.version == before

@@ -52,19 +52,17 @@ def test_a_wrong_expectation_fails_with_a_readable_report(tmp_path: Path, policy
 
 @pytest.mark.req("Z4")
 def test_a_policy_that_breaks_a_table_exits_1(tmp_path: Path, policy_dir: Path) -> None:
-    # a "harmless" edit that drops the parameter rule: the tables catch it
-    text = (policy_dir / "garrison.cedar").read_text()
-    (policy_dir / "garrison.cedar").write_text(
-        text.replace(
-            "unless { context.params.containsAll(context.required_params) };", "when { false };"
-        )
+    # a deployment policy that forbids more than intended: the tables catch it
+    (policy_dir / "zz_too_strict.cedar").write_text(
+        '@id("no-comments")\n@reason("comments are closed")\n'
+        'forbid (principal, action, resource) when { context.family == "ticket.*" };\n'
     )
     code, out, _err = _run(tmp_path, "--json", str(policy_dir))
     assert code == 1
     report = json.loads(out)
     failed = {case["name"] for case in report["cases"] if not case["passed"]}
-    assert "closing without a reason is refused" in failed
-    assert "an admin must give a reason to delete" in failed
+    assert "support comments" in failed
+    assert "a user files a ticket of their own" in failed
 
 
 @pytest.mark.req("Z4", "Z3")

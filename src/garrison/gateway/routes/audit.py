@@ -1,7 +1,8 @@
-"""``/admin/audit`` and ``/admin/audit/verify`` (L4, L7): read and prove the audit log. Admin only.
+"""``/admin/audit`` and ``/admin/audit/verify`` (L4, L7): read and prove the audit log.
 
-A tenant-bound admin sees only its tenant's records, whatever ``tenant=`` it asks for; the chain is
-platform-wide, so only a platform admin may verify it. Verify answers 200 with ``ok`` true or false
+Actions ``audit.read`` and ``audit.verify``. A tenant admin (or a platform admin acting in a
+tenant) sees only that tenant's records, whatever ``tenant=`` it asks for; the chain is
+platform-wide, so ``audit.verify`` is platform-only. Verify answers 200 with ``ok`` true or false
 (a finding, not a failed request); ``?anchor=SEQ:HASH`` also checks the log still reaches that head.
 """
 
@@ -15,8 +16,8 @@ from starlette.routing import BaseRoute, Route
 from garrison.audit.checkpoint import stored_public_keys
 from garrison.audit.query import AuditFilter, parse_time, search
 from garrison.audit.verify import parse_anchor, verify_chain
-from garrison.errors import ForbiddenError, ValidationError
-from garrison.gateway.requests import admin, services
+from garrison.errors import ValidationError
+from garrison.gateway.requests import admit, services
 
 _PARAMS = frozenset({"action", "actor", "tenant", "outcome", "since", "until", "limit"})
 
@@ -44,16 +45,14 @@ def _filter(request: Request, tenant_bound: str | None) -> AuditFilter:
 
 
 async def list_records(request: Request) -> JSONResponse:
-    who = await admin(request)
-    query = _filter(request, who.tenant)
+    actor = await admit(request, "audit.read")
+    query = _filter(request, actor.tenant)
     records = await anyio.to_thread.run_sync(search, services(request).db, query)
     return JSONResponse({"records": records, "count": len(records)})
 
 
 async def verify(request: Request) -> JSONResponse:
-    who = await admin(request)
-    if who.tenant is not None:
-        raise ForbiddenError(reasons=["the audit chain is platform-wide: platform admin required"])
+    await admit(request, "audit.verify")  # platform-only: the chain is platform-wide
     db = services(request).db
     text = request.query_params.get("anchor")
     anchor = parse_anchor(text) if text else None

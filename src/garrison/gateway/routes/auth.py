@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from garrison.gateway.requests import client, parse_body, principal, services
+from garrison.admission import Admission
+from garrison.gateway.requests import admit, client, parse_body, services
 from garrison.gateway.session_cookies import (
     by_cookie,
     check_origin,
@@ -20,6 +21,7 @@ from garrison.gateway.session_cookies import (
     with_cookies,
 )
 from garrison.identity.cookies import SessionCookies
+from garrison.principal import Principal
 
 
 class _Body(BaseModel):
@@ -68,7 +70,7 @@ async def refresh(request: Request) -> JSONResponse:
 
 
 async def logout(request: Request) -> Response:
-    who = await principal(request)
+    who = _caller(await admit(request, "auth.self"))
     body = await parse_body(request, LogoutBody, optional=True)
     svc = services(request)
     await anyio.to_thread.run_sync(
@@ -80,7 +82,7 @@ async def logout(request: Request) -> Response:
 
 
 async def me(request: Request) -> JSONResponse:
-    who = await principal(request)
+    who = _caller(await admit(request, "auth.self"))
     return JSONResponse(
         {
             "sub": who.sub,
@@ -90,6 +92,11 @@ async def me(request: Request) -> JSONResponse:
             "tenant": who.tenant,
         }
     )
+
+
+def _caller(admission: Admission) -> Principal:
+    assert admission.principal is not None  # auth.self needs authentication
+    return admission.principal
 
 
 def routes() -> list[BaseRoute]:

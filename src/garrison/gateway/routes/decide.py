@@ -2,8 +2,9 @@
 
 The answer is always 200 ``{"allow", "reasons", "policy_version"}``: a deny here is an explanation,
 not an enforcement, so it is audited as ``authz.decide`` rather than ``authz.deny``. Without a
-``subject`` the caller asks about itself, in the tenant it acts in; asking about another subject
-needs the admin or service role, and a tenant-bound caller may only ask about its own tenant.
+``subject`` the caller asks about itself (action ``policy.decide``), in the tenant it acts in;
+asking about another subject is the action ``policy.decide.other`` (admin or service), and a
+tenant-bound caller may only ask about subjects of its own tenant: both decided by the policy.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from garrison.errors import ForbiddenError
-from garrison.gateway.authz import record_deny
-from garrison.gateway.requests import acting_tenant, client, parse_body, principal, services
+from garrison.admission import Admission
+from garrison.gateway.requests import admit, authorize, client, parse_body, services
 from garrison.policy import Decision, Resource
 from garrison.principal import Principal
-from garrison.tenancy import TENANT_MISMATCH
 
-#: Roles that may ask about a subject other than themselves.
-ASK_FOR_OTHERS = frozenset({"admin", "service"})
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
 
 
@@ -52,10 +49,12 @@ class DecideBody(_Body):
 
 
 async def decide(request: Request) -> JSONResponse:
-    who = await principal(request)
+    admission = await admit(request, "policy.decide")
     body = await parse_body(request, DecideBody)
     svc = services(request)
-    subject, tenant = await _subject(request, who, body.subject)
+    subject, tenant = await _subject(request, admission, body.subject)
+    who = admission.principal
+    assert who is not None
     resource = Resource(**body.resource.model_dump()) if body.resource else None
     decision = svc.authorizer.decide(
         subject, body.action, resource=resource, params=body.params, tenant=tenant
@@ -71,19 +70,23 @@ async def decide(request: Request) -> JSONResponse:
 
 
 async def _subject(
-    request: Request, who: Principal, asked: SubjectBody | None
+    request: Request, admission: Admission, asked: SubjectBody | None
 ) -> tuple[Principal, str | None]:
-    """Who the question is about, and the tenant it acts in."""
+    """Who the question is about, and the tenant it acts in. Asking about another subject is
+    the action ``policy.decide.other`` (admin or service), on a subject of the caller's tenant."""
     if asked is None:
-        return who, await acting_tenant(request)
-    reasons: list[str] = []
-    if not ASK_FOR_OTHERS & who.roles:
-        reasons.append("role mismatch: asking about another subject requires admin or service")
-    elif who.tenant is not None and asked.tenant != who.tenant:
-        reasons.append(TENANT_MISMATCH)
-    if reasons:
-        await record_deny(services(request), who, reasons, client(request), action="policy.decide")
-        raise ForbiddenError("cannot ask about another subject", reasons=reasons)
+        assert admission.principal is not None
+        return admission.principal, admission.tenant
+    # a platform-scoped caller may ask about any tenant's subjects; a tenant-bound one only
+    # about its own tenant's (a platform subject is out of its reach)
+    bound = admission.tenant is not None
+    about = Resource(
+        type="subject",
+        id=asked.id,
+        tenant=asked.tenant if bound else None,
+        platform=bound and asked.tenant is None,
+    )
+    await authorize(request, admission, "policy.decide.other", resource=about)
     subject = Principal(
         sub=asked.id,
         username=asked.id,

@@ -26,8 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from garrison.audit.event import Outcome
 from garrison.errors import GarrisonError, NotFoundError
-from garrison.gateway.authz import enforce
-from garrison.gateway.requests import acting_tenant, client, parse_body, principal, services
+from garrison.gateway.requests import admit, authorize, client, parse_body, services
 from garrison.policy import Resource
 from garrison.principal import Principal
 from garrison.vault.store import MAX_VALUE_BYTES, validate_name
@@ -52,20 +51,13 @@ async def _gate(
     request: Request, action: str, params: dict[str, Any] | None = None
 ) -> tuple[Principal, str | None, str]:
     """Who, in which tenant, on which name: or the 401/403/422 that answers the request."""
-    who = await principal(request)
-    tenant = await acting_tenant(request)
+    admission = await admit(request, action, params=params)
     name = validate_name(request.path_params["name"])
+    tenant = admission.tenant
     resource = Resource(type="secret", id=name, tenant=tenant)
-    await enforce(
-        services(request),
-        who,
-        action,
-        client(request),
-        tenant=tenant,
-        resource=resource,
-        params=params,
-    )
-    return who, tenant, name
+    await authorize(request, admission, action, resource=resource, params=params)
+    assert admission.principal is not None  # the secret actions all need authentication
+    return admission.principal, tenant, name
 
 
 async def _audit(

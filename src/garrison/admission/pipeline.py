@@ -1,0 +1,400 @@
+"""``Pipeline``: authenticate, work out the tenant, decide the action, spend the limits, audit.
+
+For an ``Attempt`` the pipeline answers an ``Admission`` or raises the ``GarrisonError`` that
+answers the request (401, 403 with every reason, 429, 503). The action is either named by the
+caller (Garrison's own endpoints) or the registered route the path matches (``/verify``, the
+proxy; an unregistered path is denied, Z2). The decision is always ``Authorizer.decide``; the
+refusal is always ``refusals.refusal_event``; so every path says yes and no the same way.
+
+The hot path does no I/O when nothing changed: the token, the user's status and the session come
+from the authenticator's caches (a worker thread is used only on a miss, once per credential
+however many requests wait for it), decisions are cached per policy version, successful JWT
+admissions are remembered per (credential, method, URI, tenant header) until any message of the
+invalidation bus, and the limiter spends a local lease. Denies are awaited (an acknowledged deny is
+durable); API-key use is audited without holding the request, through a bounded set of background
+tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import anyio.to_thread
+
+from garrison.admission.attempt import Admission, Attempt, CredentialKind
+from garrison.admission.refusals import RefusalLog, refusal_event
+from garrison.audit.event import AuditEvent, AuditSink
+from garrison.clock import Clock
+from garrison.errors import AuthenticationError, ForbiddenError
+from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
+from garrison.identity.authn import NO_CREDENTIALS, Authenticator
+from garrison.identity.cookies import SAFE_METHODS, SessionCookies, check_own_site
+from garrison.observability.metrics import Metrics
+from garrison.policy import Authorizer, Decision, Resource
+from garrison.policy.model import RequestFacts
+from garrison.principal import Principal
+from garrison.ratelimit.guard import Plan, RateGuard
+from garrison.storage.bus import InvalidationBus
+from garrison.tenancy import acting_tenant
+
+log = logging.getLogger("garrison.admission")
+
+_ADMITTED_CACHE_SIZE = 50_000
+_MAX_AUDIT_TASKS = 10_000
+_CLI_METHOD = "CLI"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """The settings the pipeline reads, frozen once by the composition root."""
+
+    tenant_header_required: bool  # REQUIRE_TENANT_HEADER (T2)
+    remember_ttl: float  # the longest an admission is remembered (the user-status cache TTL)
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A remembered admission: valid until ``until``, for one policy version."""
+
+    admission: Admission
+    plan: Plan  # its rate limits, counters resolved
+    until: float
+    version: str
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        guard: RateGuard,
+        audit: AuditSink,
+        metrics: Metrics,
+        cookies: SessionCookies,
+        bus: InvalidationBus,
+        clock: Clock,
+        config: AdmissionConfig,
+    ) -> None:
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.guard = guard
+        self.audit = audit
+        self.metrics = metrics
+        self.cookies = cookies
+        self.clock = clock
+        self.config = config
+        self.refusals = RefusalLog(audit, clock)
+        self._admitted: dict[Hashable, _Admitted] = {}
+        self._generation = 0  # bumped by every invalidation; an admission begun before is not kept
+        self._ttl = config.remember_ttl if bus.cross_process else min(config.remember_ttl, 1.0)
+        self._audit_tasks: set[asyncio.Task[None]] = set()
+        self._lookups: dict[str, asyncio.Future[Principal]] = {}
+        bus.subscribe(self._invalidate)
+
+    # -- the entry points ------------------------------------------------------------------------
+    async def admit(
+        self,
+        attempt: Attempt,
+        *,
+        action: str | None = None,
+        resource: Resource | None = None,
+        params: Mapping[str, Any] | None = None,
+        cache_key: Hashable | None = None,
+        tenant_optional: bool = False,
+    ) -> Admission:
+        """Every check for one request; raises the ``GarrisonError`` that answers it otherwise.
+
+        ``action``: the registered action of one of Garrison's own endpoints (their per-IP limits
+        are the edge's); without it, the action of the route the path matches, whose limits are
+        spent here. With ``cache_key`` a successful JWT admission is remembered for
+        ``admit_cached``. ``tenant_optional``: an endpoint that never needs ``X-Tenant-ID``
+        (logout: T2).
+        """
+        generation = self._generation
+        route = group = None
+        routed = action is None
+        if action is None:
+            match = self.authorizer.match_route(attempt.method, attempt.path)
+            action = match.action if match is not None else f"{attempt.method} {attempt.path}"
+            route = match.route if match is not None else None
+            group = route.rate_limit_group if route is not None else None
+        principal, kind = await self._authenticate(attempt, action)
+        tenant, missing = acting_tenant(
+            principal,
+            attempt.tenant_header,
+            required=self.config.tenant_header_required and not tenant_optional,
+        )
+        decision = self.authorizer.decide(
+            principal,
+            action,
+            resource=resource,
+            params=params,
+            tenant=tenant,
+            facts=RequestFacts(tenant_header_missing=missing, route=route),
+        )
+        if routed:
+            # limits keyed by tenant count the tenant that was checked, never a refused header
+            # (made-up X-Tenant-ID values would each get a fresh counter); a refusal is answered
+            # after the limits are spent, so probing is limited too
+            counted = tenant if decision.allow else (principal.tenant if principal else None)
+            await self.guard.check(attempt.path, group, principal, counted, attempt.ip)
+        if not decision.allow:
+            await self._deny(attempt, action, decision.reasons, principal, kind, tenant)
+        admission = Admission(
+            principal, tenant, action, kind, self.authorizer.granted_roles(principal), attempt
+        )
+        if principal is not None and principal.via == "api_key":
+            self._audit_use(admission)
+        if cache_key is not None and routed:
+            self._remember(cache_key, admission, group, generation)
+        return admission
+
+    async def authorize(
+        self,
+        admission: Admission,
+        action: str,
+        *,
+        resource: Resource | None = None,
+        params: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> Decision:
+        """Decide ``action`` for an admitted caller on a given resource (a use case's own check:
+        the user, key or record it acts on); a deny is audited and raised like any other.
+        ``tenant``: the tenant a platform-scoped caller names for this action (the policy decides
+        whether it may act there, as for ``X-Tenant-ID``)."""
+        acting = admission.tenant if admission.tenant is not None else tenant
+        decision = self.authorizer.decide(
+            admission.principal, action, resource=resource, params=params, tenant=acting
+        )
+        if not decision.allow:
+            await self._deny(
+                admission.attempt,
+                action,
+                decision.reasons,
+                admission.principal,
+                admission.credential,
+                acting,
+            )
+        return decision
+
+    def operator(self, name: str, command: str) -> Admission:
+        """The local operator of the CLI: a platform admin (whoever can run the CLI can read the
+        database and the keys), whose actions the policy still decides and the audit names."""
+        principal = Principal(
+            sub=name, username=name, roles=frozenset({"admin"}), tenant=None, via="cli"
+        )
+        attempt = Attempt(
+            method=_CLI_METHOD, path=command, authorization=None, tenant_header=None, ip=None
+        )
+        return Admission(principal, None, "cli", "cli", principal.roles, attempt)
+
+    async def admit_cached(self, key: Hashable, ip: str | None) -> Admission | None:
+        """The admission remembered for an identical request, after spending its rate limits
+        again; None when there is none.
+
+        Only successful JWT admissions are remembered, each until the first of: its token's
+        expiry, the user-status cache TTL, a change of policy version, or any message of the
+        invalidation bus (user disabled, session or key revoked, keys rotated, policy reloaded).
+        """
+        entry = self._admitted.get(key)
+        if entry is None:
+            return None
+        if entry.until <= self.clock() or entry.version != self.authorizer.version:
+            self._admitted.pop(key, None)
+            return None
+        await self.guard.spend(entry.plan, ip)
+        return entry.admission
+
+    async def drain(self) -> None:
+        """Wait for the API-key use records still in flight, and write pending aggregates."""
+        if self._audit_tasks:
+            await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+        await self.refusals.flush(everything=True)
+
+    # -- authentication --------------------------------------------------------------------------
+    async def _authenticate(
+        self, attempt: Attempt, action: str
+    ) -> tuple[Principal | None, CredentialKind]:
+        authorization, kind = attempt.authorization, _kind_of(attempt.authorization)
+        if authorization is None and attempt.session:
+            authorization, kind = f"Bearer {attempt.session}", "session"
+        try:
+            if authorization is None:
+                spec = self.authorizer.registry.actions.get(action)
+                if spec is not None and not spec.requires_auth:
+                    return None, "none"
+                raise AuthenticationError(NO_CREDENTIALS, code="no_credentials")
+            if kind == "session" and not _plausible_session(attempt.session or ""):
+                raise AuthenticationError("the session cookie holds no session", code="bad_cookie")
+            found = self.authenticator.authenticate_cached(authorization)
+            if found is None:
+                found = await self._authenticate_once(authorization)
+            if kind == "session" and (found.via != "jwt" or not found.session_id):
+                raise AuthenticationError("the session cookie holds no session", code="bad_cookie")
+        except AuthenticationError as exc:
+            self.metrics.auth_failure(exc.code)
+            event = refusal_event(
+                attempt,
+                action,
+                [exc.detail],
+                None,
+                kind,
+                event="auth.refused",
+                outcome="failure",
+                code=exc.code,
+                subject=exc.subject,
+            )
+            await self.refusals.record(event)
+            raise
+        if kind != "session":
+            kind = "api_key" if found.via == "api_key" else found.via
+        else:
+            await self._check_browser(attempt, found, action)
+        return found, kind
+
+    async def _check_browser(self, attempt: Attempt, who: Principal, action: str) -> None:
+        """A cookie-authenticated state change comes from our own site and carries the CSRF
+        token minted for this session (A9), at ``/verify`` and through the proxy as at the API."""
+        if attempt.method in SAFE_METHODS:
+            return
+        facts = attempt.browser
+        try:
+            if facts is None:
+                raise ForbiddenError(
+                    "csrf token missing or invalid", reasons=["csrf token missing or invalid"]
+                )
+            headers = {
+                k: v
+                for k, v in (("origin", facts.origin), ("sec-fetch-site", facts.sec_fetch_site))
+                if v is not None
+            }
+            check_own_site(headers, facts.own_origins)
+            self.cookies.check_csrf(who.session_id, facts.csrf_header, facts.csrf_cookie)
+        except ForbiddenError as exc:
+            self.metrics.policy_deny(exc.reasons[0] if exc.reasons else exc.detail)
+            await self.refusals.record(
+                refusal_event(attempt, action, exc.reasons, who, "session", event="auth.csrf")
+            )
+            raise
+
+    async def _authenticate_once(self, authorization: str) -> Principal:
+        """The blocking path, in a worker thread, once per credential however many requests wait
+        for it: when a cache entry expires under load, one database read serves them all."""
+        pending = self._lookups.get(authorization)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request itself was cancelled
+                # the request that ran the lookup was cancelled: run our own below
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._lookups[authorization] = future
+        try:
+            principal = await anyio.to_thread.run_sync(
+                self.authenticator.authenticate, authorization
+            )
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            if self._lookups.get(authorization) is future:
+                del self._lookups[authorization]
+
+    # -- refusals and records --------------------------------------------------------------------
+    async def _deny(
+        self,
+        attempt: Attempt | None,
+        action: str,
+        reasons: tuple[str, ...],
+        principal: Principal | None,
+        kind: CredentialKind,
+        tenant: str | None,
+    ) -> NoReturn:
+        reasons = reasons or ("denied by policy",)
+        self.metrics.policy_deny(reasons[0])
+        event = refusal_event(attempt, action, reasons, principal, kind, tenant=tenant)
+        await self.refusals.record(event)
+        raise ForbiddenError(f"{action[:120]} denied", reasons=reasons)
+
+    def _audit_use(self, admission: Admission) -> None:
+        principal, attempt = admission.principal, admission.attempt
+        assert principal is not None
+        event = AuditEvent(
+            action="gateway.api_key_use",
+            outcome="success",
+            actor=principal.sub,
+            tenant=admission.tenant,
+            ip=attempt.ip if attempt else None,
+            user_agent=attempt.user_agent if attempt else None,
+            request_id=attempt.request_id if attempt else None,
+            details={
+                "action": admission.action,
+                "method": attempt.method if attempt else None,
+                "path": attempt.path if attempt else None,
+                "authenticated_by": {"type": "api_key", "id": principal.credential_id},
+            },
+        )
+        if len(self._audit_tasks) >= _MAX_AUDIT_TASKS:
+            log.warning("audit backlog full; API-key use record dropped for %s", admission.action)
+            return
+        task = asyncio.get_running_loop().create_task(self._record(event))
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
+
+    async def _record(self, event: AuditEvent) -> None:
+        try:
+            await self.audit.record(event)
+        except Exception:
+            log.exception("could not audit API-key use")
+
+    # -- remembered admissions -------------------------------------------------------------------
+    def _invalidate(self, _kind: str, _ident: str) -> None:
+        """Any user, session, key, policy or reset message: forget every remembered admission."""
+        self._generation += 1
+        self._admitted.clear()
+
+    def _remember(
+        self, key: Hashable, admission: Admission, group: str | None, generation: int
+    ) -> None:
+        principal, attempt = admission.principal, admission.attempt
+        if principal is None or principal.via != "jwt" or principal.expires_at is None:
+            return
+        if admission.credential == "session" or attempt is None:
+            return  # a cookie request's CSRF facts differ per request: never remembered
+        if generation != self._generation:  # invalidated while this request was checked
+            return
+        if len(self._admitted) >= _ADMITTED_CACHE_SIZE:
+            self._admitted.clear()
+        until = min(principal.expires_at, self.clock() + self._ttl)
+        plan = self.guard.plan(attempt.path, group, principal, admission.tenant)
+        self._admitted[key] = _Admitted(admission, plan, until, self.authorizer.version)
+
+
+def _kind_of(authorization: str | None) -> CredentialKind:
+    if authorization is None:
+        return "none"
+    credential = authorization.strip().partition(" ")[2].strip()
+    return "api_key" if credential.startswith(API_KEY_PREFIX) else "jwt"
+
+
+def _plausible_session(value: str) -> bool:
+    """A session cookie holds a Garrison access token: never an API key, never spaces."""
+    return (
+        bool(value)
+        and value.isascii()
+        and " " not in value
+        and not value.startswith(API_KEY_PREFIX)
+    )
