@@ -38,7 +38,13 @@ from garrison.config import load_settings
 from garrison.errors import AuthenticationError
 from garrison.keys import algorithms
 from garrison.keys.algorithms import b64url
-from garrison.tokens.jwt import MAX_TOKEN_BYTES
+from garrison.tokens.jws import (
+    ASYMMETRIC_ALGS,
+    MAX_TOKEN_BYTES,
+    Policy,
+    own_policy,
+    shared_secret_policy,
+)
 from tests.jose import segment
 from tests.oidc_provider import CLIENT_ID, TestProvider, sign_jwt
 
@@ -436,3 +442,41 @@ def test_the_oracle_agrees(use: Use, name: str) -> None:
     """joserfc accepts what the matrix calls genuine and refuses what it calls an attack."""
     case = CASES[name]
     assert _oracle_accepts(use, case.build(use)) is (_expected(case, use) is None)
+
+
+# -- the policies themselves -----------------------------------------------------------------
+@pytest.mark.req("A3", "A10")
+def test_hs256_is_never_allowed_next_to_another_algorithm() -> None:
+    """One allow-list never holds HS256 and an asymmetric algorithm: with both, a public key
+    could be fed an HMAC token keyed with itself."""
+    with pytest.raises(ValueError, match="HS256"):
+        Policy(frozenset({"HS256", "RS256"}), "https://iss.example", "aud")
+    with pytest.raises(ValueError, match="unsupported"):
+        Policy(frozenset({"none"}), "https://iss.example", "aud")
+    with pytest.raises(ValueError, match="unsupported"):
+        Policy(frozenset(), "https://iss.example", "aud")
+    assert shared_secret_policy("https://iss.example", "aud", 30).algorithms == {"HS256"}
+
+
+@pytest.mark.req("A3", "A2")
+def test_garrisons_own_policy_is_asymmetric_and_needs_kid_sub_and_jti(services: Services) -> None:
+    policy = services.codec._decoder.policy
+    assert policy == own_policy(services.settings.issuer, services.settings.audience, 30)
+    assert "HS256" not in policy.algorithms
+    assert policy.algorithms == ASYMMETRIC_ALGS
+    assert policy.require_kid
+    assert policy.required == ("sub", "jti")
+    external = services.authenticator.external
+    assert external is not None
+    algs = {idp.name: idp.decoder.policy.algorithms for idp in external.by_issuer.values()}
+    assert algs == {"supabase": {"HS256"}, "corp": ASYMMETRIC_ALGS}  # HS256: the secret's IdP only
+
+
+@pytest.mark.req("A3")
+def test_garrisons_tokens_without_a_jti_or_kid_are_refused(services: Services) -> None:
+    """The parts of the matrix only Garrison's own policy asks for."""
+    own = _own(services)
+    assert own.reason(own.token(claims=own.claims(jti=None))) == "token lacks sub or jti"
+    assert own.reason(own.token(own.header(kid=None))) == "unknown signing key"
+    gotrue = _gotrue(services)  # GoTrue tokens carry a jti, but nothing requires one of an IdP
+    assert gotrue.reason(gotrue.token(claims=gotrue.claims(jti=None))) is None
