@@ -114,7 +114,7 @@ def unverified(token: object) -> tuple[dict[str, Any] | None, dict[str, Any] | N
 # -- claims ------------------------------------------------------------------------------------
 def is_number(value: object) -> TypeGuard[int | float]:
     """A JSON number usable as a NumericDate: not a bool, finite, |x| <= 2**53."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE  # NaN and the infinities fail too
 
