@@ -3,10 +3,11 @@ JWKS URL, checked as strictly as Garrison's own tokens and mapped onto local rol
 
 Routing: ``identity.authn`` tries Garrison's codec first (the hot path is untouched); only a token it
 refuses is offered here, and only when its (unverified) ``iss`` names a configured IdP, its ``iss``
-is not Garrison's own, and its ``kid`` names no Garrison key. Each IdP then has its own algorithm
-allow-list: ``{"HS256"}`` with its shared secret, or the asymmetric algorithms with the keys of its
-JWKS, so a token claiming to be Garrison's can never be checked with HMAC, and a JWKS IdP can never
-be fed an HMAC token keyed with its public key.
+is not Garrison's own, and its ``kid`` names no Garrison key. Each IdP then checks it with the one
+decoder (``tokens.jws``) under its own policy: ``shared_secret_policy`` (HS256 alone) with its shared
+secret, or ``keyset_policy`` (asymmetric algorithms) with the keys of its JWKS, so a token claiming
+to be Garrison's can never be checked with HMAC, and a JWKS IdP can never be fed an HMAC token keyed
+with its public key. The claim checks (exp, nbf, iat, iss, aud, sub, leeway) are the decoder's.
 
 Roles: the claim ``role_claim`` (a string or a list; a dotted path reaches nested claims) is mapped
 through ``role_map``; any value in ``admin_roles`` grants ``admin``; ``default_roles`` are always
@@ -32,21 +33,18 @@ from garrison.config.checks import secret_problem
 from garrison.config.settings import ExternalIdpDef
 from garrison.errors import ConfigError
 from garrison.identity.jwks import RemoteJwks
-from garrison.identity.jws import (
-    ASYMMETRIC_ALGS,
-    HS256,
-    KeyLookup,
-    check_times,
-    has_audience,
-    hs256_verifier,
-    peek_claims,
-    split,
-    verified_claims,
-)
 from garrison.identity.provisioning import Provisioner, usable_email
 from garrison.identity.users import TENANT_RE
+from garrison.keys.jwk import hs256_key
 from garrison.principal import Principal
-from garrison.tokens.jwt import TokenError
+from garrison.tokens.jws import (
+    JwsDecoder,
+    KeyLookup,
+    TokenError,
+    keyset_policy,
+    shared_secret_policy,
+    unverified,
+)
 
 SUPABASE = "supabase"
 _CACHE_SIZE = 10_000
@@ -55,15 +53,16 @@ _CACHE_SIZE = 10_000
 @dataclass(frozen=True, slots=True)
 class ExternalIdp:
     name: str
-    issuer: str
-    audience: str
-    algs: frozenset[str]
-    lookup: KeyLookup
+    decoder: JwsDecoder  # its policy names the issuer, the audience and the algorithms
     role_claim: str = "role"
     admin_roles: frozenset[str] = frozenset()
     role_map: Mapping[str, str] = field(default_factory=dict)
     default_roles: tuple[str, ...] = ("user",)
     tenant_claim: str = ""
+
+    @property
+    def issuer(self) -> str:
+        return self.decoder.policy.issuer
 
     def local_roles(self, claims: Mapping[str, Any]) -> frozenset[str]:
         granted = set(self.default_roles)
@@ -108,13 +107,11 @@ class ExternalTokens:
         *,
         own_issuer: str,
         own_kids: Callable[[], Container[str]],
-        clock_skew: int = 30,
         clock: Clock = system_clock,
     ) -> None:
         self.by_issuer = {idp.issuer: idp for idp in idps if idp.issuer != own_issuer}
         self.provisioner = provisioner
         self.own_kids = own_kids
-        self.skew = clock_skew
         self.clock = clock
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._user_ids: dict[str, tuple[str, str]] = {}
@@ -122,21 +119,17 @@ class ExternalTokens:
 
     def route(self, token: str) -> ExternalIdp | None:
         """The IdP that should check ``token``, judged from unverified fields; None: not ours."""
-        claims = peek_claims(token)
+        header, claims = unverified(token)
         iss = claims.get("iss") if claims else None
         idp = self.by_issuer.get(iss) if isinstance(iss, str) else None
         if idp is None:
             return None
-        try:
-            kid = split(token, ASYMMETRIC_ALGS | {HS256}).kid
-        except TokenError:
-            return idp  # malformed: let the IdP's own checks refuse it with their reason
-        return None if kid is not None and kid in self.own_kids() else idp
+        kid = header.get("kid") if header else None  # malformed: the IdP's checks refuse it
+        return None if isinstance(kid, str) and kid in self.own_kids() else idp
 
     def authenticate(self, token: str, idp: ExternalIdp) -> tuple[Principal, float]:
         """(principal, issued-at) for a token of ``idp``; the caller checks the user's status."""
-        verified = self._verify(token, idp)
-        claims = verified.claims
+        claims = self.verify(token, idp)
         user_id, username = self._local_user(idp, claims)
         principal = Principal(
             sub=user_id,
@@ -149,8 +142,7 @@ class ExternalTokens:
             expires_at=float(claims["exp"]),
             extra={"idp": idp.name, "external_sub": claims["sub"]},
         )
-        iat = claims.get("iat", 0)
-        return principal, float(iat)
+        return principal, float(claims["iat"])  # required by the decoder
 
     def forget(self, principal: Principal) -> bool:
         """Drop the cached local id behind ``principal`` (its row was erased, V4); True if one
@@ -160,26 +152,20 @@ class ExternalTokens:
         with self._lock:
             return self._user_ids.pop(subject, None) is not None
 
-    def _verify(self, token: str, idp: ExternalIdp) -> _Verified:
+    def verify(self, token: str, idp: ExternalIdp) -> dict[str, Any]:
+        """The claims of a valid token of ``idp``; ``TokenError`` (401) for anything else."""
+        now = self.clock()
         cached = self._verified.get(token)
         if cached is not None and cached.idp is idp:
-            if cached.claims["exp"] > self.clock() - self.skew:
-                return cached
+            if cached.claims["exp"] > now - idp.decoder.policy.leeway:
+                return cached.claims
             self._verified.pop(token, None)
-        claims = verified_claims(split(token, idp.algs), idp.lookup)
-        check_times(claims, self.clock(), self.skew)
-        if claims.get("iss") != idp.issuer:
-            raise TokenError("wrong issuer")
-        if not has_audience(claims, idp.audience):
-            raise TokenError("wrong audience")
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise TokenError("token lacks sub")
-        verified = _Verified(claims, idp)
+        claims, _ = idp.decoder.decode(token, now)
         with self._lock:
-            self._verified[token] = verified
+            self._verified[token] = _Verified(claims, idp)
             if len(self._verified) > _CACHE_SIZE:
                 self._verified.popitem(last=False)
-        return verified
+        return claims
 
     def _local_user(self, idp: ExternalIdp, claims: Mapping[str, Any]) -> tuple[str, str]:
         """(id, username) of this identity's local user, created on first sight (JIT)."""
@@ -285,21 +271,20 @@ def _build(
             min_refetch=settings.jwks_refetch_interval,
             clock=clock,
         )
-        algs, lookup = ASYMMETRIC_ALGS, jwks.lookup
+        lookup, policy = jwks.key, keyset_policy
     else:
         secret = env_secret(d.hs256_secret_env, env)
         problem = secret_problem(d.hs256_secret_env, secret)
         if not secret or (problem and settings.production):  # an empty key signs for anyone
             problems.append(problem or f"{d.hs256_secret_env}: missing")
             return None
-        verify = hs256_verifier(secret.encode())
-        algs, lookup = frozenset({HS256}), lambda _kid, alg: verify if alg == HS256 else None
+        key = hs256_key(secret.encode())  # one key: whatever kid a token names, this one checks
+        lookup, policy = (lambda _kid, _alg: key), shared_secret_policy
+    if not d.issuer or not d.audience:
+        return None  # reported above
     return ExternalIdp(
         name=name,
-        issuer=d.issuer,
-        audience=d.audience,
-        algs=algs,
-        lookup=lookup,
+        decoder=JwsDecoder(policy(d.issuer, d.audience, settings.clock_skew), lookup),
         role_claim=d.role_claim,
         admin_roles=frozenset(d.admin_roles),
         role_map=dict(d.role_map),
@@ -325,6 +310,5 @@ def build_external_tokens(
         provisioner,
         own_issuer=settings.issuer,
         own_kids=own_kids,
-        clock_skew=settings.clock_skew,
         clock=clock,
     )

@@ -4,7 +4,7 @@ Keys are fetched on first use and kept ``ttl`` seconds. A token naming an unknow
 provider rotated) triggers a refetch, but at most once every ``min_refetch`` seconds, so a flood of
 tokens with made-up ``kid`` values cannot turn Garrison into a traffic amplifier against the
 provider. A failed fetch keeps the last good keys; only asymmetric signing keys are ever taken
-from a JWKS (``jws.jwk_verifier``), so a symmetric ``oct`` key in a JWKS is ignored.
+from a JWKS (``keys.jwk.jwks_keys``), so a symmetric ``oct`` key in a JWKS is ignored.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import httpx
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import UnavailableError
-from garrison.identity.jws import jwk_verifier
 from garrison.keys.algorithms import Verifier
+from garrison.keys.jwk import KeyEntry, jwks_keys
 
 log = logging.getLogger("garrison.jwks")
 
@@ -55,15 +55,16 @@ class RemoteJwks:
         self.ttl = ttl
         self.min_refetch = min_refetch
         self.clock = clock
-        self._keys: dict[str, tuple[str, Verifier]] = {}
-        self._unnamed: list[tuple[str, Verifier]] = []
+        self._keys: dict[str, KeyEntry] = {}
+        self._unnamed: list[KeyEntry] = []
         self._fetched_at: float | None = None
         self._attempted_at = float("-inf")
         self._lock = threading.Lock()
 
-    def lookup(self, kid: str | None, alg: str) -> Verifier | None:
-        """The verifier of key ``kid`` for ``alg``; a key without a ``kid`` only when it is the
-        only key of that algorithm."""
+    def key(self, kid: str | None, alg: str) -> KeyEntry | None:
+        """The key ``kid`` names, whatever its algorithm (the decoder compares it with the
+        token's); a key without a ``kid`` only when it is the only key of ``alg``. An unknown
+        ``kid`` refetches the JWKS, at most once every ``min_refetch`` seconds."""
         now = self.clock()
         if self._fetched_at is None or now >= self._fetched_at + self.ttl:
             self._refresh(now)
@@ -72,12 +73,16 @@ class RemoteJwks:
             entry = self._find(kid, alg)
         return entry
 
-    def _find(self, kid: str | None, alg: str) -> Verifier | None:
-        if kid is None:
-            matching = [v for a, v in (*self._keys.values(), *self._unnamed) if a == alg]
-            return matching[0] if len(matching) == 1 else None
-        entry = self._keys.get(kid)
+    def lookup(self, kid: str | None, alg: str) -> Verifier | None:
+        """The verifier of key ``kid`` if that key is one of ``alg``."""
+        entry = self.key(kid, alg)
         return entry[1] if entry is not None and entry[0] == alg else None
+
+    def _find(self, kid: str | None, alg: str) -> KeyEntry | None:
+        if kid is None:
+            matching = [e for e in (*self._keys.values(), *self._unnamed) if e[0] == alg]
+            return matching[0] if len(matching) == 1 else None
+        return self._keys.get(kid)
 
     def _refresh(self, now: float) -> bool:
         """Fetch again unless a fetch was tried in the last ``min_refetch`` seconds."""
@@ -90,24 +95,6 @@ class RemoteJwks:
             except UnavailableError as exc:
                 log.warning("JWKS fetch failed: %s", exc.detail)
                 return False
-            self._keys, self._unnamed = _parse(document)
+            self._keys, self._unnamed = jwks_keys(document)
             self._fetched_at = now
             return True
-
-
-def _parse(document: Any) -> tuple[dict[str, tuple[str, Verifier]], list[tuple[str, Verifier]]]:
-    keys = document.get("keys") if isinstance(document, dict) else None
-    named: dict[str, tuple[str, Verifier]] = {}
-    unnamed: list[tuple[str, Verifier]] = []
-    for jwk in keys if isinstance(keys, list) else ():
-        if not isinstance(jwk, dict):
-            continue
-        parsed = jwk_verifier(jwk)
-        if parsed is None:
-            continue
-        kid = jwk.get("kid")
-        if isinstance(kid, str):
-            named[kid] = parsed
-        else:
-            unnamed.append(parsed)
-    return named, unnamed

@@ -7,6 +7,8 @@ library costs 2-4x the bare signature check). Each function takes a key object a
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +27,27 @@ Verifier = Callable[[bytes, bytes], bool]
 ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 RSA_BITS = 2048
 _P256_BYTES = 32
+_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_VALUE = {c: i for i, c in enumerate(_B64_ALPHABET)}
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64decode_strict(segment: str) -> bytes:
+    """Strict, canonical base64url: no padding, no stray bits, so one value has one spelling.
+    ``ValueError`` (or ``binascii.Error``, a subclass) for anything else."""
+    size = len(segment)
+    if not _B64URL.fullmatch(segment) or size % 4 == 1:
+        raise ValueError("not base64url")
+    tail = size % 4  # 2 or 3 characters in the last quantum leave 4 or 2 unused low bits
+    if tail and _B64_VALUE[segment[-1]] & (0b1111 if tail == 2 else 0b11):
+        raise ValueError("not canonical base64url")  # another spelling of the same bytes
+    padded = segment.encode("ascii").translate(_TO_STANDARD) + b"=" * (-size % 4)
+    return binascii.a2b_base64(padded, strict_mode=True)
 
 
 def _int_b64(n: int, length: int | None = None) -> str:

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from garrison.identity.jwks import RemoteJwks
-from garrison.identity.jws import jwk_verifier
 from garrison.keys.algorithms import generate, public_jwk, signer
+from garrison.keys.jwk import jwk_verifier
 from tests.jose import FakeClock
 from tests.oidc_provider import TestProvider
 
