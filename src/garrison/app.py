@@ -36,6 +36,12 @@ from garrison.keys.sealing import derive_key, new_secret
 from garrison.observability.metrics import Metrics
 from garrison.observability.tracing import Tracing
 from garrison.policy import Authorizer
+from garrison.ratelimit.failures import (
+    FailurePolicy,
+    FailureThrottle,
+    MemoryFailureStore,
+    RedisFailureStore,
+)
 from garrison.ratelimit.guard import RateGuard
 from garrison.ratelimit.lease import LeasedLimiter, LocalLimiter, RequestLimiter
 from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
@@ -217,10 +223,16 @@ def build_services(
         limiter,
         audit,
         Throttle(
-            per_account=settings.login_max_failures_per_account,
-            per_ip=settings.login_max_failures_per_ip,
-            window=settings.login_failure_window,
+            login=FailureThrottle(
+                RedisFailureStore(client, settings.redis_prefix)
+                if isinstance(limiter, RedisLimiter) and client is not None
+                else MemoryFailureStore(),
+                FailurePolicy.login(settings),
+                scope="login",
+                clock=clock,
+            ),
             refresh_per_ip=settings.refresh_max_per_ip,
+            window=settings.login_failure_window,
         ),
         permissions_for=authorizer.permissions_for,
     )

@@ -11,6 +11,7 @@
     ├── ValidationError           422: input that does not fit the contract
     ├── PayloadTooLargeError      413
     ├── RateLimitedError          429: carries retry_after (seconds)
+    │   └── ThrottledError        429: a failure budget (pair, account, ip) is spent
     └── UnavailableError          503: a dependency is down and the action fails closed
 
 Domain packages raise these; only ``garrison.gateway`` turns them into HTTP.
@@ -114,6 +115,14 @@ class RateLimitedError(GarrisonError):
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
         self.retry_after = max(1, int(retry_after))
         super().__init__(detail or f"Retry after {self.retry_after} s")
+
+
+class ThrottledError(RateLimitedError):
+    """Too many failures: ``budget`` names the one spent (for the audit; the answer is the same)."""
+
+    def __init__(self, budget: str, retry_after: int, detail: str | None = None) -> None:
+        self.budget = budget
+        super().__init__(retry_after, detail)
 
 
 class UnavailableError(GarrisonError):

@@ -43,6 +43,7 @@ def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path, pg_url:
         tmp_path / "data",
         DATABASE_URL=pg_url,
         GARRISON_LOGIN_MAX_FAILURES="100000",
+        GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT="100000",
         GARRISON_LOGIN_MAX_FAILURES_PER_IP="100000",
     )
     server = LiveServer(env).start()
@@ -105,6 +106,7 @@ def test_two_replicas_writing_at_once_keep_one_chain(tmp_path: Path, pg_url: str
         tmp_path / "data",
         DATABASE_URL=pg_url,
         GARRISON_LOGIN_MAX_FAILURES="100000",
+        GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT="100000",
         GARRISON_LOGIN_MAX_FAILURES_PER_IP="100000",
     )
     replicas = [LiveServer(env).start(), LiveServer(env).start()]

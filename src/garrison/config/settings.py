@@ -179,10 +179,16 @@ class Settings(_Frozen):
     require_jwt_for_admin: bool | None = Field(None, alias="REQUIRE_JWT_FOR_ADMIN")
     require_tenant_header: bool | None = Field(None, alias="REQUIRE_TENANT_HEADER")
 
-    # login throttling (A13)
-    login_max_failures_per_account: int = Field(5, alias="GARRISON_LOGIN_MAX_FAILURES", ge=1)
+    # login throttling (A13; garrison.ratelimit.failures): failures per (account, address) pair
+    # before its growing backoff, per account from every address (the audited ceiling), per address
+    login_max_failures: int = Field(5, alias="GARRISON_LOGIN_MAX_FAILURES", ge=1)
+    login_max_failures_per_account: int = Field(
+        100, alias="GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT", ge=1
+    )
     login_max_failures_per_ip: int = Field(20, alias="GARRISON_LOGIN_MAX_FAILURES_PER_IP", ge=1)
     login_failure_window: int = Field(900, alias="GARRISON_LOGIN_FAILURE_WINDOW", ge=1)
+    login_backoff_base: float = Field(1.0, alias="GARRISON_LOGIN_BACKOFF_BASE", gt=0, le=86400)
+    login_backoff_max: float = Field(900, alias="GARRISON_LOGIN_BACKOFF_MAX", gt=0, le=86400)
     refresh_max_per_ip: int = Field(600, alias="GARRISON_REFRESH_MAX_PER_IP", ge=1)
 
     # edge
@@ -222,6 +228,24 @@ class Settings(_Frozen):
         ]
         if clashes:
             raise ValueError("; ".join(clashes))
+        return self
+
+    @model_validator(mode="after")
+    def _login_budgets_nest(self) -> Settings:
+        problems = []
+        if self.login_max_failures_per_account < self.login_max_failures:
+            problems.append(
+                f"GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT ({self.login_max_failures_per_account})"
+                f" must be at least GARRISON_LOGIN_MAX_FAILURES ({self.login_max_failures}): "
+                "below it, anyone's guesses lock the account for everybody"
+            )
+        if self.login_backoff_max < self.login_backoff_base:
+            problems.append(
+                f"GARRISON_LOGIN_BACKOFF_MAX ({self.login_backoff_max:g}) must be at least "
+                f"GARRISON_LOGIN_BACKOFF_BASE ({self.login_backoff_base:g})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -294,7 +294,7 @@ def judge_protected(response: httpx.Response) -> Outcome:
 def login_rate_limit(ctx: DoctorContext) -> Outcome:
     if not ctx.aggressive:
         raise Skip("not probed without --aggressive (it sends failed logins until throttled)")
-    limit = ctx.settings.login_max_failures_per_account
+    limit = ctx.settings.login_max_failures  # per (account, address): what one prober meets
     attempts = min(limit + 3, 30)
     username = probe.random_username()
     for n in range(1, attempts + 1):

@@ -1,23 +1,36 @@
 """Login, refresh and logout (A1, A5, A13): the flows, their throttles and their audit records.
 
 Failures look alike whether or not the account exists: the same error, and an argon2 verify
-either way. The throttle counts only failures, per account and per IP; when either is exhausted the answer is
-429 with the seconds until its window ends. An attempt holds its slots while its password is checked
-(a success gives them back), so guesses sent in parallel cannot outrun the count. A limiter that cannot be reached fails closed (503).
+either way. The login throttle (``garrison.ratelimit.failures``) counts only failures: it locks
+the (account, address) pair with a growing backoff, so a third party's guesses do not lock the user
+out; an account-wide ceiling bounds guessing from many addresses, and reaching it is audited as
+``auth.lockout``; a per-address budget stops spraying across accounts. Throttled attempts get 429
+with the seconds to wait, the same answer for a missing account. An attempt holds its slots while
+its password is checked (a success gives them back), so guesses sent in parallel cannot outrun a
+budget. A limiter that cannot be reached fails closed (503).
+
+Logout revokes the caller's own session, and the family of a refresh token in the body only if that
+token belongs to the caller: another user's token is ignored (and noted in the audit record), so
+holding a copy of someone's refresh token is not a way to end their session.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from garrison.audit.event import AuditEvent, AuditSink, Outcome
-from garrison.errors import AuthenticationError, RateLimitedError, RefreshReuseError
+from garrison.errors import (
+    AuthenticationError,
+    RateLimitedError,
+    RefreshReuseError,
+    ThrottledError,
+)
 from garrison.identity.passwords import verify_password
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import USERNAME_RE, User, UserStore, normalise_username
+from garrison.ratelimit.failures import FailureThrottle, Lockout
 from garrison.ratelimit.limiter import Limiter
 from garrison.tokens.jwt import TokenCodec
 
@@ -26,10 +39,9 @@ BAD_CREDENTIALS = "invalid username or password"
 
 @dataclass(frozen=True, slots=True)
 class Throttle:
-    per_account: int
-    per_ip: int
-    window: int
+    login: FailureThrottle
     refresh_per_ip: int
+    window: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +117,30 @@ class AuthService:
     def login(self, username: str, password: str, client: Client) -> TokenPair:
         """Blocking (argon2): run in a worker thread."""
         name = normalise_username(username)[:150]
-        t = self.throttle
-        slots = ((f"login:acct:{name}", t.per_account), (f"login:ip:{client.ip or '-'}", t.per_ip))
-        self._reserve(slots, client, name)
+        try:  # the slots are taken before the password is checked (parallel guesses)
+            attempt = self.throttle.login.begin(name, client.ip)
+        except ThrottledError as exc:
+            self._audit(
+                "auth.login",
+                "deny",
+                client,
+                actor=name,
+                reason="throttled",
+                details={"budget": exc.budget, "retry_after": exc.retry_after},
+            )
+            raise
         # a name no account can have (NUL, which PostgreSQL refuses, or any other off-pattern
         # character) is an unknown user: no lookup, the same argon2 cost and the same answer
         user = self.users.find(name) if USERNAME_RE.fullmatch(name) else None
         ok = verify_password(user.password_hash if user else None, password)
-        if not (ok and user is not None and user.active):  # the reserved slots stay spent
+        if not (ok and user is not None and user.active):  # the held slots stay spent
+            lockout = attempt.failed()
             reason = "unknown user" if user is None else ("inactive" if ok else "bad password")
             self._audit("auth.login", "failure", client, actor=name, reason=reason)
+            if lockout is not None:
+                self._audit_lockout(lockout, client)
             raise AuthenticationError(BAD_CREDENTIALS, code="invalid_credentials")
-        self._release(slots)
+        attempt.succeeded()
         pair = self.start_session(user)
         self._audit(
             "auth.login",
@@ -128,27 +152,21 @@ class AuthService:
         )
         return pair
 
-    def _reserve(self, slots: Sequence[tuple[str, int]], client: Client, name: str) -> None:
-        """Count this attempt as a failure *before* the password is checked, atomically.
-
-        Peeking first and counting after the check let every guess sent in parallel pass the
-        peek: a script got as many guesses per window as it could run at once. A slot is taken
-        with the limiter's atomic ``take``; a success gives its slots back (``_release``).
-        """
-        taken: list[tuple[str, int]] = []
-        for key, limit in slots:
-            grant = self.limiter.take(key, 1, limit, self.throttle.window)
-            if grant.granted:
-                taken.append((key, limit))
-                continue
-            self._release(taken)
-            self._audit("auth.login", "deny", client, actor=name, reason="throttled")
-            raise RateLimitedError(math.ceil(grant.ttl), "too many failed logins")
-
-    def _release(self, slots: Sequence[tuple[str, int]]) -> None:
-        """Give back reserved slots: successful logins do not count toward the throttle."""
-        for key, limit in slots:
-            self.limiter.hit(key, limit, self.throttle.window, cost=-1)
+    def _audit_lockout(self, lockout: Lockout, client: Client) -> None:
+        """The account-wide ceiling was reached: every address now waits (alerted, A13)."""
+        self._audit(
+            "auth.lockout",
+            "deny",
+            client,
+            actor=lockout.account,
+            reason="account-wide failure ceiling reached",
+            details={
+                "scope": lockout.scope,
+                "account": lockout.account,
+                "failures": lockout.failures,
+                "window": lockout.window,
+            },
+        )
 
     # -- refresh -------------------------------------------------------------------------------
     def refresh(self, refresh_token: str, client: Client) -> TokenPair:
@@ -191,15 +209,24 @@ class AuthService:
     def logout(
         self, family_id: str | None, refresh_token: str | None, actor: str, client: Client
     ) -> None:
+        """End the caller's session, and the family of ``refresh_token`` when it is the caller's
+        own; another user's token is ignored, never revoked (recorded as ``ignored``)."""
         families = {f for f in (family_id,) if f}
+        details: dict[str, Any] = {}
         if refresh_token:
-            other = self.sessions.family_of(refresh_token)
-            if other:
-                families.add(other)
+            owned = self.sessions.owner_of(refresh_token)
+            if owned is not None and owned[1] == actor:
+                families.add(owned[0])
+            elif owned is not None:
+                details["ignored"] = "refresh token of another user"
         for family in families:
             self.sessions.revoke(family, "logout")
         self._audit(
-            "auth.logout", "success", client, actor=actor, details={"sids": sorted(families)}
+            "auth.logout",
+            "success",
+            client,
+            actor=actor,
+            details={"sids": sorted(families), **details},
         )
 
     # -- helpers -------------------------------------------------------------------------------

@@ -124,6 +124,16 @@ class SessionStore:
                 )
             ).scalar_one_or_none()
 
+    def owner_of(self, token: str) -> tuple[str, str] | None:
+        """``(family_id, user_id)`` of a refresh token, or None for a token never issued."""
+        with self.db.begin() as conn:
+            row = conn.execute(
+                sa.select(refresh_families.c.id, refresh_families.c.user_id)
+                .select_from(refresh_tokens.join(refresh_families))
+                .where(refresh_tokens.c.token_hash == token_hash(token))
+            ).first()
+        return None if row is None else (row.id, row.user_id)
+
     def revoke(self, family_id: str, reason: str = "logout") -> bool:
         with self.db.begin() as conn:
             done = self._revoke(conn, family_id, self.clock(), reason)

@@ -35,6 +35,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.lockouts = Counter(
+            "garrison_auth_lockouts_total",
+            "Accounts that reached their account-wide failure ceiling, by throttle scope.",
+            ["scope"],
+            registry=self.registry,
+        )
         self.policy_denies = Counter(
             "garrison_policy_denies_total",
             "Authorization denies by reason.",
@@ -96,11 +102,15 @@ class Metrics:
     def audited(self, event: AuditEvent) -> None:
         """Signals read off the audit trail, so every audited failure is also counted.
 
-        Failed or refused logins, refreshes and the like (``auth.*``) count by reason; a
+        Failed or refused logins, refreshes and the like (``auth.*``) count by reason; an
+        ``auth.lockout`` (an account-wide failure ceiling reached) counts as a lockout; a
         successful ``admin.*`` action counts by action. Bearer-credential failures (``auth.api_key``)
         and policy denies are counted where they are decided (the gate), so never twice.
         """
         if event.action == "auth.api_key":
+            return
+        if event.action == "auth.lockout":  # an incident, not one more failed attempt
+            self.lockouts.labels(str(event.details.get("scope", "login"))[:20]).inc()
             return
         if event.action.startswith("auth.") and event.outcome in ("failure", "deny"):
             self.auth_failure((event.reason or event.action)[:60])

@@ -76,6 +76,27 @@ def test_invalid_values_are_all_reported_with_their_setting() -> None:
     assert "GARRISON_SIGNING_ALG" in text
 
 
+@pytest.mark.req("C1", "A13")
+def test_login_budgets_that_do_not_nest_are_refused_by_name() -> None:
+    """An account-wide ceiling under the pair's budget would let anyone's guesses lock the
+    account for everybody: a setting mistake, named rather than silently honoured."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "GARRISON_LOGIN_MAX_FAILURES": "10",
+                "GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT": "5",
+                "GARRISON_LOGIN_BACKOFF_BASE": "60",
+                "GARRISON_LOGIN_BACKOFF_MAX": "30",
+            }
+        )
+    text = " ".join(caught.value.problems)
+    assert "GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT (5) must be at least" in text
+    assert "GARRISON_LOGIN_BACKOFF_MAX (30) must be at least GARRISON_LOGIN_BACKOFF_BASE" in text
+    fine = load_settings({"GARRISON_LOGIN_MAX_FAILURES": "10"})
+    assert (fine.login_max_failures, fine.login_max_failures_per_account) == (10, 100)
+    assert (fine.login_backoff_base, fine.login_backoff_max) == (1.0, 900)
+
+
 @pytest.mark.req("C2")
 @pytest.mark.parametrize(
     "weak", ["dev-token", "changeme", "admin/changeme", "secret", "short-but-random-9f8"]

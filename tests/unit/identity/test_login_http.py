@@ -230,6 +230,54 @@ def test_logout_revokes_the_session(client: TestClient, make_user: MakeUser) -> 
     )
 
 
+@pytest.mark.req("A5")
+def test_logout_with_another_users_refresh_token_leaves_that_session_alone(
+    client: TestClient, make_user: MakeUser, services: Services
+) -> None:
+    """A's Bearer with B's refresh token in the body used to revoke B's whole family: anyone
+    holding a copy of a token could end its owner's session. The foreign token is ignored (and
+    audited); only A's own session ends."""
+    import sqlalchemy as sa
+
+    from garrison.storage.schema import audit_log
+
+    make_user("alice")
+    make_user("bob")
+    alice, bob = login(client, "alice"), login(client, "bob")
+    out = client.post(
+        "/auth/logout",
+        headers=bearer(alice["access_token"]),
+        json={"refresh_token": bob["refresh_token"]},
+    )
+    assert out.status_code == 204
+    assert client.get("/auth/me", headers=bearer(alice["access_token"])).status_code == 401
+    assert client.get("/auth/me", headers=bearer(bob["access_token"])).status_code == 200
+    again = client.post("/auth/refresh", json={"refresh_token": bob["refresh_token"]})
+    assert again.status_code == 200, again.text
+    with services.db.begin() as conn:
+        details = conn.execute(
+            sa.select(audit_log.c.details).where(audit_log.c.action == "auth.logout")
+        ).scalar_one()
+    assert details["ignored"] == "refresh token of another user"
+    assert len(details["sids"]) == 1
+
+
+@pytest.mark.req("A5")
+def test_logout_with_the_users_own_refresh_token_ends_that_session_too(
+    client: TestClient, make_user: MakeUser
+) -> None:
+    make_user("alice")
+    phone, laptop = login(client, "alice"), login(client, "alice")
+    out = client.post(
+        "/auth/logout",
+        headers=bearer(phone["access_token"]),
+        json={"refresh_token": laptop["refresh_token"]},
+    )
+    assert out.status_code == 204
+    for tokens in (phone, laptop):
+        assert client.get("/auth/me", headers=bearer(tokens["access_token"])).status_code == 401
+
+
 @pytest.mark.req("A4")
 def test_disabled_users_live_token_is_refused_at_once(
     client: TestClient, make_user: MakeUser, services: Services

@@ -173,7 +173,8 @@ def test_role_with_a_trailing_newline_is_refused(services: Services) -> None:
 # -- login throttle (A13) ---------------------------------------------------------------------
 @pytest.fixture(params=["memory", "redis"])
 def throttled(request: pytest.FixtureRequest, make_settings: MakeSettings) -> Iterator[Services]:
-    """Services with a per-account limit of 3 failures, on the memory or the Redis limiter."""
+    """Services allowing 3 failures per (account, address) and 4 per account, on the memory or
+    the Redis limiter, with a clock that stands still (a lock never runs out during a test)."""
     extra: dict[str, object] = {}
     if request.param == "redis":
         redis_client()
@@ -182,25 +183,34 @@ def throttled(request: pytest.FixtureRequest, make_settings: MakeSettings) -> It
             "USE_REDIS_LIMITER": True,
             "GARRISON_REDIS_PREFIX": redis_prefix(),
         }
+    now = time.time()
     svc = build_services(
         make_settings(
-            GARRISON_LOGIN_MAX_FAILURES=3, GARRISON_LOGIN_MAX_FAILURES_PER_IP=1000, **extra
-        )
+            GARRISON_LOGIN_MAX_FAILURES=3,
+            GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT=4,
+            GARRISON_LOGIN_MAX_FAILURES_PER_IP=1000,
+            **extra,
+        ),
+        clock=lambda: now,
     )
     svc.keyring.load()
     yield svc
     svc.close()
 
 
-def _guess_concurrently(services: Services, username: str, n: int) -> list[object]:
-    """``n`` wrong-password logins released at the same instant, as a guessing script would."""
+def _guess_concurrently(
+    services: Services, username: str, n: int, *, spread: bool = True
+) -> list[object]:
+    """``n`` wrong-password logins released at the same instant, as a guessing script would,
+    from ``n`` addresses (``spread``) or all from one."""
     barrier = threading.Barrier(n)
     outcomes: list[object] = [None] * n
 
     def guess(i: int) -> None:
         barrier.wait(timeout=10)
         try:
-            services.auth.login(username, f"guess-{i:04d}", Client(ip=f"198.51.100.{i}"))
+            ip = f"198.51.100.{i if spread else 0}"
+            services.auth.login(username, f"guess-{i:04d}", Client(ip=ip))
         except Exception as exc:  # 401 or 429: what is counted
             outcomes[i] = exc
 
@@ -213,17 +223,23 @@ def _guess_concurrently(services: Services, username: str, n: int) -> list[objec
 
 
 @pytest.mark.req("A13")
-def test_concurrent_guesses_cannot_exceed_the_account_throttle(throttled: Services) -> None:
+@pytest.mark.parametrize(
+    ("spread", "budget"), [(False, 3), (True, 4)], ids=["pair-budget", "account-ceiling"]
+)
+def test_concurrent_guesses_cannot_exceed_the_account_throttle(
+    throttled: Services, spread: bool, budget: int
+) -> None:
     """The throttle was peeked before the password check and counted after it, so guesses sent
-    in parallel all passed the peek: many more than the limit were checked per window."""
+    in parallel all passed the peek: many more than the limit were checked per window. From one
+    address the pair's budget (3) holds; from many, the account-wide ceiling (4)."""
     throttled.users.create("alice", PASSWORD)
-    outcomes = _guess_concurrently(throttled, "alice", 16)
+    outcomes = _guess_concurrently(throttled, "alice", 16, spread=spread)
     checked = [o for o in outcomes if isinstance(o, AuthenticationError)]
     refused = [o for o in outcomes if isinstance(o, RateLimitedError)]
     assert len(checked) + len(refused) == 16, outcomes
-    assert len(checked) <= 3, f"{len(checked)} passwords were tried against a limit of 3"
+    assert len(checked) <= budget, f"{len(checked)} passwords were tried against {budget}"
     with pytest.raises(RateLimitedError):  # and the right password now waits too
-        throttled.auth.login("alice", PASSWORD, Client(ip="198.51.100.200"))
+        throttled.auth.login("alice", PASSWORD, Client(ip=f"198.51.100.{200 if spread else 0}"))
 
 
 @pytest.mark.req("A13")
@@ -241,13 +257,18 @@ def test_successes_still_do_not_count_toward_the_throttle(throttled: Services) -
 def test_case_and_space_variants_share_the_account_throttle(
     throttled: Services, variant: str
 ) -> None:
-    """Spelling the name differently must not buy a fresh set of guesses."""
+    """Spelling the name differently must not buy a fresh set of guesses: not from the same
+    address (the pair), nor from a fresh one once the account-wide ceiling is reached."""
     throttled.users.create("alice", PASSWORD)
     for i in range(3):
         with pytest.raises(AuthenticationError):
             throttled.auth.login("alice", f"wrong-{i}", Client(ip="198.51.100.1"))
     with pytest.raises(RateLimitedError):
-        throttled.auth.login(variant, PASSWORD, Client(ip="198.51.100.2"))
+        throttled.auth.login(variant, PASSWORD, Client(ip="198.51.100.1"))
+    with pytest.raises(AuthenticationError):
+        throttled.auth.login(variant, "wrong-3", Client(ip="198.51.100.2"))  # the 4th: ceiling
+    with pytest.raises(RateLimitedError):
+        throttled.auth.login("alice", PASSWORD, Client(ip="198.51.100.3"))
 
 
 @pytest.mark.req("A13", "A1")

@@ -34,6 +34,15 @@ def test_audited_events_feed_auth_failures_and_admin_actions_once() -> None:
     assert _value(m, "garrison_admin_actions_total", action="admin.user.disable") == 1.0
 
 
+@pytest.mark.req("L6", "A13")
+def test_a_lockout_is_counted_as_one_not_as_an_auth_failure() -> None:
+    m = Metrics()
+    details = {"scope": "login", "account": "alice", "failures": 100, "window": 900}
+    m.audited(AuditEvent("auth.lockout", "deny", reason="ceiling", details=details))
+    assert _value(m, "garrison_auth_lockouts_total", scope="login") == 1.0
+    assert _value(m, "garrison_auth_failures_total", reason="ceiling") is None
+
+
 class _Route:
     path = "/admin/users/{user_id}"
 
