@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,14 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         body = self._body()
+        record = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+        }
+        seen: list[dict[str, Any]] | None = getattr(self.server, "seen", None)
+        if seen is not None:
+            seen.append(record)
         if self.path.startswith("/big/"):
             size = int(self.path.rsplit("/", 1)[1])
             self.send_response(200)
@@ -78,17 +87,37 @@ class _Echo(BaseHTTPRequestHandler):
         return
 
 
+@dataclass
+class Upstream:
+    """The backend stand-in: its URL, and every request it received (method, path, headers)."""
+
+    url: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def reached(self, fragment: str) -> list[dict[str, Any]]:
+        """The requests whose target contains ``fragment``."""
+        return [r for r in self.seen if fragment in r["path"]]
+
+
 @contextlib.contextmanager
-def echo_upstream() -> Iterator[str]:
+def recording_upstream() -> Iterator[Upstream]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     server.daemon_threads = True
+    upstream = Upstream(f"http://127.0.0.1:{server.server_address[1]}")
+    server.seen = upstream.seen  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield upstream
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def echo_upstream() -> Iterator[str]:
+    with recording_upstream() as upstream:
+        yield upstream.url
 
 
 def routes_toml(upstream: str | None = None) -> str:
