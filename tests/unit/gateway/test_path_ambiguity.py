@@ -21,7 +21,7 @@ from garrison.gateway.proxy import ROUTING_OVERRIDES
 from garrison.gateway.querycreds import has_query_credentials
 from garrison.policy.registry import Registry
 from tests.conftest import MakeSettings
-from tests.integration.edge_support import Upstream, recording_upstream
+from tests.integration.edge_support import DEPLOY, OVERRIDE_NAMES, Upstream, recording_upstream
 
 #: ``/api/admin`` is admin-only and everything else is public: the shape in which a path read
 #: differently by the backend turns into a bypass.
@@ -319,14 +319,31 @@ def test_proxy_drops_routing_override_headers(proxy_app: ASGIApp, upstream: Upst
 
 
 @pytest.mark.req("E8")
-def test_every_documented_override_is_in_the_list() -> None:
-    for name in (
-        b"forwarded",
-        b"x-original-url",
-        b"x-rewrite-url",
-        b"x-http-method-override",
-        b"x-http-method",
-        b"x-method-override",
-        b"x-forwarded-prefix",
-    ):
+def test_the_proxy_and_the_edge_suites_strip_one_list() -> None:
+    """The integration suites send ``OVERRIDE_NAMES`` through nginx, Caddy and Traefik with the
+    shipped configurations; the built-in proxy strips the same set."""
+    assert {n.lower().encode() for n in OVERRIDE_NAMES} == ROUTING_OVERRIDES
+    for name in (b"forwarded", b"x-original-url", b"x-rewrite-url", b"x-http-method-override"):
         assert name in ROUTING_OVERRIDES
+
+
+@pytest.mark.req("E8")
+@pytest.mark.parametrize(
+    ("config", "spelling"),
+    [
+        ("nginx/forward-auth.conf.template", 'proxy_set_header {} "";'),
+        ("caddy/Caddyfile.forward-auth", "request_header -{}"),
+        ("traefik/dynamic.yml", '{}: ""'),
+    ],
+)
+def test_every_shipped_forward_auth_config_strips_every_override(
+    config: str, spelling: str
+) -> None:
+    text = (DEPLOY / config).read_text().lower()
+    missing = [n for n in OVERRIDE_NAMES if spelling.format(n).lower() not in text]
+    assert missing == []
+    if not config.startswith("nginx"):  # nginx drops names with underscores by itself
+        under = [
+            n for n in OVERRIDE_NAMES if spelling.format(n.replace("-", "_")).lower() not in text
+        ]
+        assert under == []
