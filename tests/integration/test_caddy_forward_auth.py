@@ -21,6 +21,8 @@ from tests.integration.edge_support import (
     echo_upstream,
     forward_auth_env,
     hostport,
+    overrides_reaching,
+    path_attack_problems,
     token,
 )
 from tests.support import LiveServer
@@ -128,3 +130,17 @@ def test_cors_preflight_allowed_and_foreign(stack: Stack) -> None:
     )
     assert foreign.status_code == 403
     assert foreign.json()["reasons"] == ["origin not allowed"]
+
+
+@pytest.mark.req("E8", "Z2")
+def test_path_variants_are_never_served_as_a_shallower_route(stack: Stack) -> None:
+    """``/shop/admin;x``, ``/shop/admin.``, ``/shop/ADMIN``... through real Caddy: refused, never
+    authorized as the public ``/shop`` while the backend may serve ``/shop/admin``."""
+    assert path_attack_problems(stack.edge.url) == []
+
+
+@pytest.mark.req("E8", "E5")
+def test_routing_override_headers_never_reach_the_backend(stack: Stack) -> None:
+    """``X-Original-URL``, ``X-HTTP-Method-Override``, ``Forwarded``, ``X-Forwarded-Prefix``...:
+    the shipped configuration strips every one a client sends."""
+    assert overrides_reaching(stack.edge.url) == []

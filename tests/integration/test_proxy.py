@@ -20,6 +20,8 @@ from tests.integration.edge_support import (
     garrison_env,
     hostport,
     nginx,
+    overrides_reaching,
+    path_attack_problems,
     routes_toml,
     token,
 )
@@ -207,3 +209,13 @@ def test_forged_forwarded_for_is_ignored(front: Front) -> None:
         for i in range(5)
     ]
     assert codes == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.req("E8", "Z2")
+def test_path_variants_are_never_served_as_a_shallower_route(front: Front) -> None:
+    assert path_attack_problems(front.url) == []
+
+
+@pytest.mark.req("E8", "E5")
+def test_routing_override_headers_never_reach_the_upstream(front: Front) -> None:
+    assert overrides_reaching(front.url) == []

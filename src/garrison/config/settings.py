@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from garrison.paths import AmbiguousPath, route_prefix
+
 Env = Literal["development", "production"]
 SigningAlg = Literal["RS256", "ES256", "EdDSA"]
 
@@ -64,6 +66,9 @@ class RouteDef(_Frozen):
     rate_limit_group: str | None = None
     required_roles: tuple[str, ...] = ()  # any one of them (checked besides the policy)
     strip_prefix: bool = False  # proxy: send ``/api/x`` as ``/x`` to the upstream
+    #: match the prefix ignoring letter case, for a backend that does (``/API/x`` is ``/api/x``);
+    #: otherwise a path that matches only so is refused (``gateway.paths``)
+    case_insensitive: bool = False
 
 
 class RateLimitDef(_Frozen):
@@ -118,8 +123,15 @@ RESERVED_PATHS: tuple[str, ...] = (
 )
 
 
-def _overlaps(prefix: str, reserved: str) -> bool:
-    p = prefix.rstrip("/")
+def _overlaps(prefix: str, reserved: str, *, case_insensitive: bool = False) -> bool:
+    """Whether a proxied prefix covers or sits in ``reserved``, read as the proxy reads it
+    (canonical, ``/%61uth`` is ``/auth``; case-blind for a case-insensitive route)."""
+    try:
+        p = route_prefix(prefix)
+    except AmbiguousPath:
+        return False  # refused by the registry, with the reason
+    if case_insensitive:
+        p = p.lower()
     return p == reserved or reserved.startswith(p + "/") or p.startswith(reserved + "/")
 
 
@@ -224,7 +236,7 @@ class Settings(_Frozen):
             for i, route in enumerate(self.routes)
             if route.upstream
             for reserved in RESERVED_PATHS
-            if _overlaps(route.prefix, reserved)
+            if _overlaps(route.prefix, reserved, case_insensitive=route.case_insensitive)
         ]
         if clashes:
             raise ValueError("; ".join(clashes))

@@ -28,6 +28,7 @@ from garrison.app import Services
 from garrison.audit.writer import AuditWriter
 from garrison.errors import GarrisonError
 from garrison.gateway.problem import problem_body, problem_response, simple_problem
+from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.routes import admin, auth, health, wellknown
 from garrison.gateway.routes import audit as audit_routes
 from garrison.gateway.routes import decide as decide_routes
@@ -41,10 +42,6 @@ from garrison.policy.watch import start_policy_watch
 
 log = logging.getLogger("garrison.gateway")
 
-#: Query parameters that carry credentials; a request with one is refused (A8).
-_QUERY_CREDENTIALS = re.compile(
-    rb"(?:^|&)(?:access_token|id_token|refresh_token|token|api_key|apikey|jwt)=", re.I
-)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -166,7 +163,7 @@ class Front:
         scope["garrison.request_id"] = request_id
         request_id_var.set(request_id)  # every log line of this request carries it (L9)
         query: bytes = scope.get("query_string", b"")
-        if query and _QUERY_CREDENTIALS.search(query):
+        if query and has_query_credentials(query):
             await _refuse_query_credentials(scope, send, request_id)
             return
         fast = self.fast_routes.get(scope["path"])

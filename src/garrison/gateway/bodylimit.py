@@ -16,8 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from garrison.config.settings import RouteDef
 from garrison.errors import BadRequestError, PayloadTooLargeError
-from garrison.gateway.paths import canonical_path
 from garrison.gateway.raw import header, send_error
+from garrison.paths import canonical_path, covers, route_prefix
 
 SYSTEM_PREFIX = "/system/"
 
@@ -27,13 +27,18 @@ class BodyCaps:
 
     def __init__(self, default: int, bus_max: int, routes: Iterable[RouteDef]) -> None:
         self.default = default
-        caps = [(r.prefix, r.max_body_bytes) for r in routes if r.max_body_bytes is not None]
-        caps.append((SYSTEM_PREFIX, bus_max))
+        caps = [
+            (route_prefix(r.prefix), r.case_insensitive, r.max_body_bytes)
+            for r in routes
+            if r.max_body_bytes is not None
+        ]
+        caps.append((route_prefix(SYSTEM_PREFIX), False, bus_max))
         self._caps = sorted(caps, key=lambda item: -len(item[0]))
 
     def for_path(self, path: str) -> int:
-        for prefix, cap in self._caps:
-            if _under(prefix, path):
+        """The cap of a canonical path; a case-insensitive route's cap also covers ``/UPLOAD``."""
+        for prefix, case_insensitive, cap in self._caps:
+            if covers(prefix, path) or (case_insensitive and covers(prefix.lower(), path.lower())):
                 return cap
         return self.default
 
@@ -43,14 +48,8 @@ class BodyCaps:
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         path = canonical_path(raw.decode("latin-1"))
         if path is None:
-            return min(self.default, *(cap for _, cap in self._caps))
+            return min(self.default, *(cap for _, _, cap in self._caps))
         return self.for_path(path)
-
-
-def _under(prefix: str, path: str) -> bool:
-    """Segment-wise: ``/upload`` covers ``/upload`` and ``/upload/a``, not ``/uploadX``."""
-    base = prefix.rstrip("/")
-    return path == base or path.startswith(base + "/")
 
 
 def too_large(cap: int) -> PayloadTooLargeError:

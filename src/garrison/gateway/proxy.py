@@ -6,13 +6,21 @@ then goes to the upstream with Garrison's identity headers; whatever ``X-Auth-*`
 dropped first, as are hop-by-hop headers (RFC 9110 §7.6.1, plus any the ``Connection`` header names).
 Bodies stream both ways through one pooled ``httpx.AsyncClient`` per application, so a large upload
 or download never sits whole in memory; the size cap (``gateway.bodylimit``) counts the upload as it
-streams. The upstream sees the canonical path, the one that was authorized.
+streams. The upstream sees the canonical path (``gateway.paths``), the one that was authorized; a
+request whose path has no unambiguous canonical form is answered 400 while any route is proxied.
+
+Client headers that some backend framework reads as the request's path, method, origin or client
+address (``ROUTING_OVERRIDES``: ``X-Original-URL`` and ``X-Rewrite-URL`` in Symfony, Laravel and
+IIS; ``X-HTTP-Method-Override`` and its kin in Express, ASP.NET Core, OData, Jersey and Symfony;
+``Forwarded`` and ``X-Forwarded-Prefix``/``-Port``/``-Ssl``/``-Scheme`` in Spring, Werkzeug's
+ProxyFix, Rack and Tomcat; ``True-Client-IP`` and the like) never reach the upstream: Garrison
+authorized one method and path, and the upstream must serve that one. The shipped nginx, Caddy and
+Traefik configurations strip the same list.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from urllib.parse import quote
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,8 +30,8 @@ from garrison.config.settings import RouteDef
 from garrison.errors import BadRequestError, GarrisonError, PayloadTooLargeError
 from garrison.gateway.forwarded import TrustedProxies, joined, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
-from garrison.gateway.paths import canonical_path
 from garrison.gateway.raw import RawHeaders, header, send_error, single_header
+from garrison.paths import AmbiguousPath, canonicalize, covers, route_prefix
 
 HOP_BY_HOP = frozenset(
     {
@@ -39,22 +47,52 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-#: Request headers Garrison writes itself for the upstream.
+#: Client request headers that frameworks honour as the request's path, method, scheme, host,
+#: prefix or client address (see the module doc); never forwarded, also spelled with underscores.
+ROUTING_OVERRIDES = frozenset(
+    {
+        # the path
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-override-url",
+        b"x-forwarded-prefix",
+        b"x-forwarded-path",
+        # the forward-auth descriptions of the original request (some apps route by them)
+        b"x-original-uri",
+        b"x-original-method",
+        b"x-forwarded-uri",
+        b"x-forwarded-method",
+        # the method
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        # scheme, host, port, client (RFC 7239 and the de facto headers)
+        b"forwarded",
+        b"x-forwarded-host",
+        b"x-forwarded-server",
+        b"x-forwarded-port",
+        b"x-forwarded-scheme",
+        b"x-forwarded-ssl",
+        b"x-url-scheme",
+        b"front-end-https",
+        b"x-host",
+        b"x-original-host",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"client-ip",
+        b"true-client-ip",
+        b"x-cluster-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+    }
+)
+#: Request headers Garrison writes itself for the upstream, or drops.
 _REWRITTEN = (
     HOP_BY_HOP
     | frozenset(IDENTITY_HEADERS)
-    | {
-        b"host",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-real-ip",
-    }
+    | ROUTING_OVERRIDES
+    | {b"host", b"x-forwarded-for", b"x-forwarded-proto"}
 )
-
-
-#: Characters RFC 3986 allows unencoded in a path (besides unreserved ones).
-_PCHAR = "/:@!$&'()*+,;="
 
 
 class UpstreamError(GarrisonError):
@@ -81,10 +119,6 @@ def new_client() -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
-
-
-def _matches(prefix: str, path: str) -> bool:
-    return path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
 
 
 def _dropped(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -123,37 +157,58 @@ class ReverseProxy:
         self.issuer_origin = origin_of(issuer) if issuer else ""
         self.proxies = proxies
         self.client = client
-        self.routes = sorted(
-            (r for r in routes if r.upstream), key=lambda r: -len(r.prefix.rstrip("/"))
+        proxied = [(route_prefix(r.prefix), r) for r in routes if r.upstream]
+        #: longest canonical prefix first, each with its lower-case form
+        self._table = sorted(
+            ((prefix, prefix.lower(), r) for prefix, r in proxied), key=lambda t: -len(t[0])
         )
+        self.routes = [r for _, _, r in self._table]
 
-    def route_for(self, path: str) -> RouteDef | None:
-        return next((r for r in self.routes if _matches(r.prefix, path)), None)
+    def route_for(self, path: str) -> tuple[RouteDef, str] | None:
+        """The proxied route for a canonical path, and the route's canonical prefix; a path that
+        only a case-blind reading puts under a case-sensitive route is refused (as the registry
+        refuses it), never handed to a shorter route or to Garrison's own."""
+        folded = path.lower()
+        for prefix, lowered, route in self._table:
+            if covers(prefix, path):
+                return route, prefix
+            if covers(lowered, folded):
+                if route.case_insensitive:
+                    return route, prefix
+                raise AmbiguousPath(
+                    f"it differs only in letter case from the route {route.prefix!r}"
+                )
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.routes:
             await self.app(scope, receive, send)
             return
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = canonical_path(raw.decode("latin-1"))
-        route = self.route_for(path) if path is not None else None
-        if route is None or path is None:
+        try:
+            path = canonicalize(raw.decode("latin-1"))
+            found = self.route_for(path)
+        except AmbiguousPath as exc:
+            refused = BadRequestError(f"ambiguous path: {exc.reason}", code="ambiguous_path")
+            await send_error(send, refused, scope.get("garrison.request_id"))
+            return
+        if found is None:
             await self.app(scope, receive, send)
             return
         try:
-            await self._forward(scope, receive, send, route, path)
+            await self._forward(scope, receive, send, *found, path)
         except GarrisonError as exc:
             await send_error(send, exc, scope.get("garrison.request_id"))
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, route: RouteDef, path: str
+        self, scope: Scope, receive: Receive, send: Send, route: RouteDef, prefix: str, path: str
     ) -> None:
         if route.methods and scope["method"] not in route.methods:
             raise BadRequestError(f"method {scope['method']} is not routed for {route.prefix}")
         admission = await self.pipeline.admit(self._attempt(scope, path))
         request = self.client.build_request(
             scope["method"],
-            self._url(route, path, scope.get("query_string", b"")),
+            self._url(route, prefix, path, scope.get("query_string", b"")),
             headers=[*self._headers(scope), *self.identity(admission)],
             content=_body(receive) if _has_body(scope) else None,
         )
@@ -199,13 +254,13 @@ class ReverseProxy:
         )
 
     @staticmethod
-    def _url(route: RouteDef, path: str, query: bytes) -> str:
+    def _url(route: RouteDef, prefix: str, path: str, query: bytes) -> str:
         upstream = route.upstream or ""  # routes without an upstream never get here
         if route.strip_prefix:
-            path = path[len(route.prefix.rstrip("/")) :] or "/"
+            path = path[len(prefix) :] or "/"
         suffix = "?" + query.decode("latin-1") if query else ""
-        # re-encoded: a decoded "?" or "#" in the path must stay part of the path
-        return upstream.rstrip("/") + quote(path, safe=_PCHAR) + suffix
+        # the canonical path is already encoded ("?", "#" and non-ASCII stay escaped)
+        return upstream.rstrip("/") + path + suffix
 
     def _headers(self, scope: Scope) -> RawHeaders:
         incoming: RawHeaders = list(scope["headers"])

@@ -8,8 +8,11 @@ The original request is described by ``X-Forwarded-Method``/``X-Forwarded-Uri`` 
 Answers (API.md): 200 with ``X-Auth-User``, ``X-Auth-Subject``, ``X-Auth-Tenant``, ``X-Auth-Roles``;
 401 with ``WWW-Authenticate``; 403 with ``X-Auth-Deny-Reason`` and every reason in the body; 429
 with ``Retry-After``; 400 when the proxy did not say what the original request was, or said it
-twice in ways that disagree (both header families, or two different ``Authorization`` or
-``X-Tenant-ID`` lines: the backend behind the proxy might read the other one).
+twice (both header families disagreeing, any of ``X-Forwarded-Method``, ``X-Forwarded-Uri``,
+``X-Original-Method``, ``X-Original-URI`` on two lines, or two different ``Authorization`` or
+``X-Tenant-ID`` lines: the backend behind the proxy might read the other one), and when the
+original URI's path has no unambiguous canonical form (``gateway.paths``: ``/api/admin;x``,
+``/admin%2Fx``, ``/admin.``, ``/a/../b``, a letter-case variant of a case-sensitive route).
 
 A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) never carries
 credentials, so it cannot pass the checks; it is answered by the origin allow-list instead: 200 for
@@ -18,8 +21,6 @@ an allowed origin (the backend answers the preflight itself), 403 for any other 
 
 from __future__ import annotations
 
-import re
-
 from starlette.types import Receive, Scope, Send
 
 from garrison.admission import Attempt, Pipeline
@@ -27,8 +28,9 @@ from garrison.errors import AuthenticationError, BadRequestError, GarrisonError
 from garrison.gateway.edge import AllowedOrigins, origin_refused
 from garrison.gateway.forwarded import TrustedProxies, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
-from garrison.gateway.paths import canonical_path
+from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.raw import send_error, send_response
+from garrison.paths import AmbiguousPath, canonicalize
 
 _WANTED = frozenset(
     {
@@ -54,14 +56,15 @@ _WANTED = frozenset(
 _ANONYMOUS = [(name, b"") for name in IDENTITY_HEADERS]
 _ACRM = b"access-control-request-method"
 _XFF = b"x-forwarded-for"
-#: Query parameters that carry credentials (the same list as ``gateway.asgi``'s, A8).
-_QUERY_CREDENTIALS = re.compile(
-    rb"(?:^|&)(?:access_token|id_token|refresh_token|token|api_key|apikey|jwt)=", re.I
-)
 #: The largest request (URI, credential and tenant) whose admission is remembered.
 _MAX_KEY_BYTES = 4096
 #: Headers whose lines must agree: the backend behind the proxy may read another line than the first.
 _SINGLE = frozenset({b"authorization", b"x-tenant-id", b"x-csrf-token"})
+#: Headers that describe the original request: a proxy sets each once, so a second line (even an
+#: equal one) is a client's, and which line a proxy or Garrison reads is not something to rely on.
+_ORIGINAL = frozenset(
+    {b"x-forwarded-method", b"x-forwarded-uri", b"x-original-method", b"x-original-uri"}
+)
 _NO_ORIGINAL = (
     "forward auth needs the original request: X-Forwarded-Method and X-Forwarded-Uri "
     "(Traefik, Caddy) or X-Original-Method and X-Original-URI (nginx)"
@@ -99,12 +102,13 @@ class VerifyEndpoint:
                     found[name] += b", " + value
                 elif name == b"cookie":  # HTTP/2 sends one line per cookie
                     found[name] += b"; " + value
-                elif name in _SINGLE and value != found[name]:
+                elif name in _ORIGINAL or (name in _SINGLE and value != found[name]):
                     twice = name  # checked one way here, perhaps read another way behind
         request_id: str | None = scope.get("garrison.request_id")
         try:
             if twice is not None:
-                raise BadRequestError(f"{twice.decode()} sent more than once with different values")
+                how = "" if twice in _ORIGINAL else " with different values"
+                raise BadRequestError(f"{twice.decode()} sent more than once{how}")
             method = _original(found, b"x-forwarded-method", b"x-original-method", upper=True)
             uri = _original(found, b"x-forwarded-uri", b"x-original-uri")
             if not method or not uri:
@@ -144,9 +148,12 @@ class VerifyEndpoint:
         ip: str | None,
         request_id: str | None,
     ) -> Attempt:
-        path = canonical_path(uri.decode("latin-1"))
-        if path is None:
-            raise BadRequestError("the original URI is not a valid path")
+        try:
+            path = canonicalize(uri.decode("latin-1"))
+        except AmbiguousPath as exc:
+            raise BadRequestError(
+                f"the original URI has no unambiguous path: {exc.reason}", code="ambiguous_path"
+            ) from None
         authorization = _text(found.get(b"authorization"))
         session, browser = (None, None)
         if authorization is None and b"cookie" in found:
@@ -185,7 +192,7 @@ def _refuse_query_credentials(uri: bytes, with_header: bool) -> None:
     query string is never used; alone the request is unauthenticated (401), next to an
     Authorization header it is malformed (400). Behind a proxy the client's query string reaches
     Garrison only inside the original URI, so ``Front`` cannot see it."""
-    if _QUERY_CREDENTIALS.search(uri.split(b"?", 1)[1].split(b"#", 1)[0]):
+    if has_query_credentials(uri.split(b"?", 1)[1].split(b"#", 1)[0]):
         detail = "credentials are accepted only in the Authorization header"
         if with_header:
             raise BadRequestError(detail, code="credentials_in_query")

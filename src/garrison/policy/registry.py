@@ -9,7 +9,6 @@ support-desk set (``defaults/registry.toml``) is the default.
 from __future__ import annotations
 
 import functools
-import posixpath
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from garrison.config.settings import ActionDef, RoleDef, RouteDef, Settings
-from garrison.errors import ConfigError
+from garrison.errors import BadRequestError, ConfigError
+from garrison.paths import AmbiguousPath, canonicalize, covers, route_prefix
 from garrison.policy.engine import DEFAULTS_DIR
 from garrison.policy.model import RouteMatch
 
@@ -34,6 +34,8 @@ class Registry:
     routes: tuple[RouteDef, ...]
     #: role -> itself plus every role it includes, transitively
     closure: Mapping[str, frozenset[str]]
+    #: per route (same order): its canonical prefix, and that prefix in lower case
+    prefixes: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def build(
@@ -47,8 +49,9 @@ class Registry:
         _check(roles, actions, routes, own)
         actions = {**actions, **own}
         closure = {name: _closure(name, roles) for name in roles}
-        ordered = tuple(sorted(routes, key=lambda r: len(_route_prefix(r.prefix)), reverse=True))
-        return cls(dict(roles), dict(actions), ordered, closure)
+        ordered = tuple(sorted(routes, key=lambda r: len(route_prefix(r.prefix)), reverse=True))
+        prefixes = tuple((p, p.lower()) for p in (route_prefix(r.prefix) for r in ordered))
+        return cls(dict(roles), dict(actions), ordered, closure, prefixes)
 
     def effective_roles(self, roles: Iterable[str]) -> frozenset[str]:
         """The roles held plus all they include; a role the registry does not know grants nothing
@@ -68,27 +71,35 @@ class Registry:
         )
 
     def match_route(self, method: str, path: str) -> RouteMatch | None:
-        """The longest registered prefix (segment-wise) that matches the normalised path."""
-        clean = normalise_path(path)
+        """The longest registered prefix (segment-wise) that covers the canonical path.
+
+        A route matches in letter case as written unless it sets ``case_insensitive``. A path that
+        only a case-blind reading puts under a longer, case-sensitive route (``/API/admin`` with
+        ``/api/admin`` registered) is refused with 400 instead of falling back to a shorter route:
+        a case-insensitive backend would serve it as ``/api/admin``.
+        """
+        try:
+            clean = canonicalize(path)
+        except AmbiguousPath as exc:
+            raise BadRequestError(f"ambiguous path: {exc.reason}", code="ambiguous_path") from None
+        folded = clean.lower()
+        blind = folded != clean  # the path has upper case: a case-blind reading may differ
         verb = method.upper()
-        for route in self.routes:
+        for route, (prefix, lowered) in zip(self.routes, self.prefixes, strict=True):
             if route.methods and verb not in route.methods:
                 continue
-            prefix = _route_prefix(route.prefix)
-            if prefix in ("/", clean) or clean.startswith(prefix + "/"):
+            if covers(prefix, clean):
                 return RouteMatch(route.action, route)
+            if (blind or lowered != prefix) and covers(lowered, folded):
+                if route.case_insensitive:
+                    return RouteMatch(route.action, route)
+                raise BadRequestError(
+                    f"ambiguous path: it differs only in letter case from the route "
+                    f"{route.prefix!r} (set case_insensitive = true on the route if the backend "
+                    "ignores case)",
+                    code="ambiguous_path",
+                )
         return None
-
-
-def normalise_path(path: str) -> str:
-    """Collapse ``//``, ``.`` and ``..`` so ``/public/../admin`` is matched as ``/admin``."""
-    clean = posixpath.normpath("/" + path.split("?", 1)[0])
-    return "/" + clean.lstrip("/")
-
-
-def _route_prefix(prefix: str) -> str:
-    """``/admin/*``, ``/admin/`` and ``/admin`` all name the ``/admin`` subtree."""
-    return normalise_path(prefix.rstrip("*"))
 
 
 def _closure(role: str, roles: Mapping[str, RoleDef]) -> frozenset[str]:
@@ -138,6 +149,11 @@ def _check(
     for i, route in enumerate(routes):
         if not route.prefix.startswith("/"):
             problems.append(f"routes[{i}].prefix: must start with '/'")
+            continue
+        try:
+            route_prefix(route.prefix)
+        except AmbiguousPath as exc:
+            problems.append(f"routes[{i}].prefix: no request path can match it: {exc.reason}")
         if route.action not in actions and route.action not in own:
             problems.append(f"routes[{i}].action: {route.action!r} is not a registered action")
     if problems:

@@ -133,7 +133,9 @@ def test_public_action_needs_no_credentials(http: TestClient) -> None:
 
 @pytest.mark.req("E8", "Z2")
 def test_dot_segments_cannot_borrow_a_public_prefix(http: TestClient) -> None:
-    for uri in ("/public/../api/tickets/1", "/public/%2e%2e/api/tickets/1", "//api/tickets/1"):
+    for uri in ("/public/../api/tickets/1", "/public/%2e%2e/api/tickets/1"):
+        assert verify(http, uri).status_code == 400, uri  # no single reading is safe
+    for uri in ("//api/tickets/1", "/./api/tickets/1", "/api/%74ickets/1"):
         assert verify(http, uri).status_code == 401, uri
 
 
