@@ -478,3 +478,21 @@ def overrides_reaching(url: str, target: bytes = b"/shop/x") -> list[str]:
     seen = json.loads(body)
     assert seen["path"] == target.decode()
     return [f"{k}: {v}" for k, v in seen["header_list"] if MARKER in v]
+
+
+def cookie_session(base_url: str, name: str) -> tuple[str, str]:
+    """A browser session of ``name`` (``POST /auth/login`` with ``"session": "cookie"``): the
+    ``Cookie`` header a browser would send, and the CSRF token its page would echo."""
+    response = httpx.post(
+        f"{base_url}/auth/login",
+        json={"username": name, "password": PASSWORD, "session": "cookie"},
+    )
+    assert response.status_code == 200, response.text
+    jar = {}
+    for line in response.headers.get_list("set-cookie"):
+        pair = line.split(";", 1)[0]
+        key, _, value = pair.partition("=")
+        jar[key] = value
+    assert "access_token" not in response.text  # a cookie session's token never reaches the page
+    header = "; ".join(f"{k}={v}" for k, v in jar.items())
+    return header, jar["__Host-garrison_csrf"]

@@ -17,6 +17,7 @@ from tests.conftest import bearer
 from tests.integration.edge_support import (
     SPOOFED,
     Child,
+    cookie_session,
     echo_upstream,
     forward_auth_env,
     hostport,
@@ -173,3 +174,40 @@ def test_routing_override_headers_never_reach_the_backend(stack: Stack) -> None:
     """``X-Original-URL``, ``X-HTTP-Method-Override``, ``Forwarded``, ``X-Forwarded-Prefix``...:
     the shipped configuration strips every one a client sends."""
     assert overrides_reaching(stack.edge.url) == []
+
+
+@pytest.mark.req("A9", "E8")
+def test_a_browser_session_cookie_passes_nginx_auth_request_with_csrf_rules(stack: Stack) -> None:
+    """A browser session reached Garrison's API but not a backend behind nginx: /verify ignored
+    the session cookie. Now it authenticates there as at the API, CSRF rules included."""
+    cookie, csrf = cookie_session(stack.garrison.url, "sam")
+    url = f"{stack.edge.url}/api/tickets/7"
+    read = httpx.get(url, headers={"Cookie": cookie})
+    assert read.status_code == 200, read.text
+    assert read.json()["headers"]["x-auth-user"] == "sam"
+    assert httpx.post(url, headers={"Cookie": cookie}, content=b"x").status_code == 403
+    forged = httpx.post(
+        url, headers={"Cookie": cookie, "X-CSRF-Token": csrf[:-2] + "00"}, content=b"x"
+    )
+    assert forged.status_code == 403
+    cross = httpx.post(
+        url,
+        headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"},
+        content=b"x",
+    )
+    assert cross.status_code == 403
+    sent = httpx.post(
+        url,
+        headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Sec-Fetch-Site": "same-origin"},
+        content=b"x",
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["headers"]["x-auth-user"] == "sam"
+    from_site = httpx.post(
+        url, headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": stack.edge.url}
+    )
+    assert from_site.status_code == 200, from_site.text
+    elsewhere = httpx.post(
+        url, headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": "https://evil.example"}
+    )
+    assert elsewhere.status_code == 403

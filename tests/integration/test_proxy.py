@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.edge_support import (
     caddy,
+    cookie_session,
     create_user,
     echo_upstream,
     garrison_env,
@@ -219,3 +220,27 @@ def test_path_variants_are_never_served_as_a_shallower_route(front: Front) -> No
 @pytest.mark.req("E8", "E5")
 def test_routing_override_headers_never_reach_the_upstream(front: Front) -> None:
     assert overrides_reaching(front.url) == []
+
+
+@pytest.mark.req("A9", "E8")
+def test_a_browser_session_cookie_passes_the_proxy_with_csrf_rules(front: Front) -> None:
+    cookie, csrf = cookie_session(front.url, "sam")
+    url = f"{front.url}/api/tickets/7"
+    read = httpx.get(url, headers={"Cookie": cookie})
+    assert read.status_code == 200, read.text
+    assert read.json()["headers"]["x-auth-user"] == "sam"
+    refused = httpx.post(url, headers={"Cookie": cookie}, content=b"x")
+    assert refused.status_code == 403
+    assert refused.json()["reasons"] == ["csrf token missing or invalid"]
+    sent = httpx.post(
+        url,
+        headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": front.url},
+        content=b"x",
+    )
+    assert sent.status_code == 200, sent.text
+    elsewhere = httpx.post(
+        url,
+        headers={"Cookie": cookie, "X-CSRF-Token": csrf, "Origin": "https://evil.example"},
+        content=b"x",
+    )
+    assert elsewhere.status_code == 403

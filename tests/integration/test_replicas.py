@@ -3,6 +3,7 @@ sessions takes effect on every replica within one second (A4, A12)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,42 @@ def test_admin_api_revoke_on_one_replica_reaches_the_other(
     )
     assert revoked.status_code == 200, revoked.text
     assert _seconds_until_refused(servers, token) < 1.0
+
+
+@pytest.mark.req("A12", "A7", "A4")
+def test_revoke_sessions_ends_the_users_api_key_on_every_replica(
+    cluster: tuple[dict[str, str], list[LiveServer]],
+) -> None:
+    """``revoke-sessions`` answered "live tokens are dead" while the user's API keys kept working;
+    now the key stops within a second on both replicas, whichever one was asked."""
+    env, servers = cluster
+    made = run_cli("api-keys", "create", "--user", "alice", "--scope", "*", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)["key"]
+    for _ in range(3):  # warm every replica's key cache (300 s TTL: only pub/sub can end it)
+        assert [_me(s, key) for s in servers] == [200, 200]
+    admin = _token(servers[0], "root")
+    me = httpx.get(f"{servers[1].url}/auth/me", headers={"Authorization": f"Bearer {key}"})
+    revoked = httpx.post(
+        f"{servers[0].url}/admin/users/{me.json()['sub']}/revoke-sessions",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    )
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked_api_keys"] == 1
+    assert _seconds_until_refused(servers, key) < 1.0
+
+
+@pytest.mark.req("A12", "A7")
+def test_cli_enable_after_disable_does_not_revive_the_key(
+    cluster: tuple[dict[str, str], list[LiveServer]],
+) -> None:
+    env, servers = cluster
+    made = run_cli("api-keys", "create", "--user", "alice", "--scope", "*", "--json", env=env)
+    key = json.loads(made.stdout)["key"]
+    assert [_me(s, key) for s in servers] == [200, 200]
+    assert run_cli("users", "disable", "alice", env=env).returncode == 0
+    assert _seconds_until_refused(servers, key) < 1.0
+    assert run_cli("users", "enable", "alice", env=env).returncode == 0
+    time.sleep(1.0)
+    assert [_me(s, key) for s in servers] == [401, 401]
