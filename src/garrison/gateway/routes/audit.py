@@ -54,11 +54,12 @@ async def verify(request: Request) -> JSONResponse:
     who = await admin(request)
     if who.tenant is not None:
         raise ForbiddenError(reasons=["the audit chain is platform-wide: platform admin required"])
-    db = services(request).db
+    svc = services(request)
+    db = svc.db
     text = request.query_params.get("anchor")
     anchor = parse_anchor(text) if text else None
     report = await anyio.to_thread.run_sync(
-        lambda: verify_chain(db, stored_public_keys(db), anchor=anchor)
+        lambda: verify_chain(db, stored_public_keys(db), svc.audit_seal, anchor=anchor)
     )
     return JSONResponse(report.as_dict())
 
