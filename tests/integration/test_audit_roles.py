@@ -307,3 +307,26 @@ def test_the_newest_rows_deleted_by_the_superuser_are_caught(
     code, report = _cli_verify(deployment)
     assert (code, report["ok"]) == (1, False), report
     assert report["first_bad_seq"] == top
+
+
+@pytest.mark.req("T4", "C3")
+def test_db_roles_dry_run_never_prints_a_password_and_production_refuses_a_weak_one(
+    tmp_path: Path,
+) -> None:
+    secret = secrets.token_urlsafe(32)
+    env = base_env(tmp_path / "data", DATABASE_URL=PG_ADMIN_URL, GARRISON_DB_APP_RW_PASSWORD=secret)
+    for args in (("--dry-run",), ("--dry-run", "--json")):
+        done = run_cli("db", "roles", *args, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert secret not in done.stdout + done.stderr
+        assert "GARRISON_DB_APP_RW_PASSWORD" in done.stdout or "would set" in done.stdout
+    weak = run_cli(
+        "db",
+        "roles",
+        "--dry-run",
+        "--json",
+        env={**env, "GARRISON_ENV": "production", "GARRISON_DB_APP_RW_PASSWORD": "changeme"},
+    )
+    assert weak.returncode == 1, weak.stdout + weak.stderr
+    assert "GARRISON_DB_APP_RW_PASSWORD" in weak.stdout
+    assert "changeme" not in weak.stdout + weak.stderr

@@ -96,6 +96,8 @@ def verify(
                 f"audit chain intact: {report.checked} record(s)"
                 + (f", from checkpoint {report.root_seq}" if report.root_seq else "")
             )
+            if report.anchored_seq is not None:
+                out.print(f"the head file's record {report.anchored_seq} is still in the log")
             out.print(
                 f"head (keep it; pass it as --anchor later): {report.head_seq}:{report.head_hash}"
             )

@@ -111,6 +111,11 @@ def _reassign_owner(owner: str, schema: str) -> str:
         "    EXECUTE format('ALTER TABLE %I.%I OWNER TO %I',\n"
         f"                   '{schema}', r.relname, '{owner}');\n"
         "  END LOOP;\n"
+        # the audit trigger's function too, so later migrations (as the migrator) can replace it
+        f"  IF to_regprocedure('{schema}.garrison_audit_append_only()') IS NOT NULL THEN\n"
+        f"    EXECUTE format('ALTER FUNCTION %I.garrison_audit_append_only() OWNER TO %I',\n"
+        f"                   '{schema}', '{owner}');\n"
+        "  END IF;\n"
         "END $$"
     )
 
