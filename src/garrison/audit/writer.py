@@ -248,7 +248,7 @@ class AuditWriter:
             lock_chain(self.db, conn)
             seq, prev = chain_head(conn)
             if move_head:
-                move_head = self._head_still_holds(conn)
+                move_head = self._head_still_holds(conn, seq, prev)
             rows = []
             for event in events:
                 seq += 1
@@ -267,17 +267,19 @@ class AuditWriter:
         self._notify(events)
         return rows
 
-    def _head_still_holds(self, conn: sa.Connection) -> bool:
+    def _head_still_holds(self, conn: sa.Connection, seq: int, hash_: str) -> bool:
         """Whether the log still has the head file's record (checked before replacing it).
 
-        When it does not, the log was cut or rewritten under us: leave the file as the evidence.
+        ``(seq, hash_)`` is the chain's head, just read: usually the file's record itself (this
+        writer put it there), which needs no query. When the log lacks it, the log was cut or
+        rewritten under us: leave the file as the evidence.
         """
         assert self.seal.head is not None
         try:
             head = self.seal.head.read()
         except HeadFileError as exc:
             return self._head_broken(str(exc))
-        if head is None:
+        if head is None or (head.seq, head.hash) == (seq, hash_):
             return True
         found = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == head.seq))
         if found.scalar() == head.hash or head.seq <= chain_root(conn)[0]:
