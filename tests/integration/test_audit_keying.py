@@ -20,6 +20,7 @@ from garrison.audit.chain import GENESIS, legacy_hash
 from garrison.audit.checkpoint import stored_public_keys
 from garrison.audit.event import AuditEvent
 from garrison.audit.head import AuditSeal
+from garrison.audit.retention import prune
 from garrison.audit.verify import ChainReport, verify_chain
 from garrison.storage import migrate
 from garrison.storage.db import Database
@@ -154,3 +155,21 @@ def test_a_cut_into_the_old_part_is_caught_even_without_the_head_file(legacy: Se
     assert (headless.ok, headless.first_bad_seq) == (False, 4), headless
     assert "cut short" in (headless.problem or "")
     assert not _verify(legacy).ok
+
+
+@pytest.mark.req("L5", "L7")
+def test_retention_can_prune_part_of_the_old_records(legacy: Services) -> None:
+    signer = legacy.keyring.current
+    result = prune(
+        legacy.db,
+        cutoff=1_000_002.5,  # records 1 and 2 (old, unkeyed) are older
+        now=2e6,
+        kid=signer.kid,
+        sign=signer.sign,
+        keys=stored_public_keys(legacy.db),
+        seal=legacy.audit_seal,
+    )
+    assert (result.deleted, result.checkpoint_seq) == (2, 2)
+    report = _verify(legacy)
+    assert report.ok, report
+    assert (report.root_seq, report.checked) == (2, LEGACY + 1)
