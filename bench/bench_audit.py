@@ -3,7 +3,8 @@
     uv run python bench/bench_audit.py [--records 20000] [--batch 500] [--callers 2000]
 
 Floor: the same rows inserted into the same table in the same batches, unchained (no chain lock,
-no head read, no hashing). Then the chained writer at that batch size, and end to end through the
+no head read, no hashing). The chained runs use the HMAC chain and the head file (in a temporary
+directory), as the service does. Then the chained writer at that batch size, and end to end through the
 group-commit path: many concurrent ``await record(e)`` callers (as request handlers are), and
 threads calling ``record_sync`` (as worker threads are). Prints records/s and the ratio to the floor.
 Needs the local PostgreSQL (``GARRISON_TEST_PG`` or postgresql://postgres@127.0.0.1:5432/postgres).
@@ -15,14 +16,18 @@ import argparse
 import asyncio
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
 
+from garrison.audit.chain import ChainKey
 from garrison.audit.event import AuditEvent
+from garrison.audit.head import AuditSeal, HeadFile
 from garrison.audit.writer import AuditWriter, _row, insert_rows
 from garrison.storage import migrate
 from garrison.storage.db import Database
@@ -43,6 +48,16 @@ def _event(n: int) -> AuditEvent:
         request_id=f"req-{n:08d}",
         details={"username": f"user-{n % 997}", "attempt": n},
     )
+
+
+KEY = ChainKey(os.urandom(32))
+_HEADS = tempfile.TemporaryDirectory(prefix="garrison-bench-")
+
+
+def _writer(db: Database) -> AuditWriter:
+    """A writer as the service has one; a fresh head file each time (the tables are emptied)."""
+    path = Path(_HEADS.name) / f"head-{secrets.token_hex(4)}.json"
+    return AuditWriter(db, AuditSeal(KEY, HeadFile(path, KEY)))
 
 
 def _reset(db: Database) -> None:
@@ -143,7 +158,6 @@ def main() -> None:
     db = Database(ADMIN.rsplit("/", 1)[0] + f"/{name}")
     try:
         migrate.upgrade(db)
-        writer = AuditWriter(db)
         n, b = args.records, args.batch
         print(f"PostgreSQL, {n:,} records; batch {b}; chain on unless noted\n")
         floor = _timed(f"floor: plain inserts, batch {b}", n, lambda: floor_inserts(db, n, b), None)
@@ -152,16 +166,19 @@ def main() -> None:
             _timed(f"unchained COPY, batch {b}", n, lambda: floor_copy(db, n, b), floor)
         )
         _reset(db)
-        _timed(f"chained write_batch, batch {b}", n, lambda: chained_batches(writer, n, b), floor)
+        _timed(
+            f"chained write_batch, batch {b}", n, lambda: chained_batches(_writer(db), n, b), floor
+        )
         _reset(db)
         _timed(
             f"group commit, {args.callers} async callers",
             n,
-            lambda: group_commit_async(writer, n, args.callers),
+            lambda: group_commit_async(_writer(db), n, args.callers),
             floor,
         )
         assert _count(db) == n
         _reset(db)
+        writer = _writer(db)
         _timed(
             f"group commit, {args.threads} threads (record_sync)",
             n,
@@ -173,7 +190,7 @@ def main() -> None:
         from garrison.audit.verify import verify_chain
 
         started = time.perf_counter()
-        report = verify_chain(db, stored_public_keys(db))
+        report = verify_chain(db, stored_public_keys(db), writer.seal)
         rate = report.checked / (time.perf_counter() - started)
         print(f"{'verify (walk and rehash the chain)':46} {rate:10,.0f} records/s   ok={report.ok}")
     finally:

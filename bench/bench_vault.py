@@ -23,7 +23,9 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.timing import per_op_us, table
+from garrison.audit.chain import ChainKey
 from garrison.audit.event import AuditEvent
+from garrison.audit.head import AuditSeal
 from garrison.audit.writer import AuditWriter
 from garrison.backup import backup_key, create_backup
 from garrison.keys.sealing import new_secret, seal, unseal
@@ -76,7 +78,7 @@ def read_rows(db: Database, seconds: float) -> list[list[str]]:
 
 
 def backup_rows(db: Database, rows: int, tmp: Path) -> list[list[str]]:
-    writer = AuditWriter(db)
+    writer = AuditWriter(db, AuditSeal(ChainKey(os.urandom(32))))
     for start in range(0, rows, 5000):
         events = [
             AuditEvent(action="bench", outcome="success", actor="u", details={"i": i})

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,10 @@ import redis
 from pydantic import SecretStr
 
 from garrison.admission import AdmissionConfig, Pipeline
+from garrison.audit.chain import ChainKey
+from garrison.audit.epochs import KEYED_REVISION, mark_keyed_start
 from garrison.audit.event import AuditSink
+from garrison.audit.head import AuditSeal, HeadFile
 from garrison.audit.writer import AuditWriter
 from garrison.clock import Clock, system_clock
 from garrison.config import Settings
@@ -77,6 +82,7 @@ class Services:
     vault: Vault
     metrics: Metrics
     cookies: SessionCookies  # browser sessions and CSRF (A9)
+    audit_seal: AuditSeal  # the audit chain's key and head file, outside the database (L7)
     oidc: OidcLogin  # OIDC login (A11)
     guard: RateGuard  # every rate limit of every path (E3)
     admission: Pipeline  # the one admission pipeline: every request passes it (Z2, Z3)
@@ -132,6 +138,24 @@ def session_secret(settings: Settings) -> str:
     )
 
 
+def audit_seal(settings: Settings) -> AuditSeal:
+    """``GARRISON_AUDIT_KEY`` (or in development a key file) and the audit head file (L7)."""
+    secret = configured_secret(settings, settings.audit_key, "GARRISON_AUDIT_KEY", "audit.key")
+    key = ChainKey(derive_key(secret, b"audit-chain"))
+    path = settings.audit_head_path or data_dir(settings) / "audit-head.json"
+    return AuditSeal(key, HeadFile(path, key))
+
+
+def upgrade_schema(
+    settings: Settings, db: Database, progress: Callable[[str], None] | None = None
+) -> list[str]:
+    """Apply pending migrations (O2); the one that keys the audit chain marks where it starts."""
+    applied = migrate.upgrade(db, progress)
+    if KEYED_REVISION in applied:
+        mark_keyed_start(db, audit_seal(settings).key, time.time())
+    return applied
+
+
 def open_database(settings: Settings) -> Database:
     if not settings.database_url:
         data_dir(settings)
@@ -141,6 +165,13 @@ def open_database(settings: Settings) -> Database:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
     )
+
+
+def open_migrator_database(settings: Settings) -> Database:
+    """The schema owner's connection (``GARRISON_MIGRATOR_DATABASE_URL``, else ``DATABASE_URL``)."""
+    if not settings.migrator_database_url:
+        return open_database(settings)
+    return Database(settings.migrator_database_url, pool_size=2, max_overflow=2)
 
 
 def prepare_schema(settings: Settings, db: Database) -> None:
@@ -156,7 +187,7 @@ def prepare_schema(settings: Settings, db: Database) -> None:
         if problems:
             raise ConfigError(problems)
     else:
-        migrate.upgrade(db)
+        upgrade_schema(settings, db)
 
 
 def build_services(
@@ -178,8 +209,10 @@ def build_services(
         else MemoryLimiter(clock)
     )
     metrics = Metrics()
+    seal = audit_seal(settings)
     audit = AuditWriter(
         db,
+        seal,
         clock=clock,
         log_path=settings.audit_log_path,
         on_backlog=metrics.set_audit_backlog,
@@ -295,6 +328,7 @@ def build_services(
             clock=clock,
             known_roles=lambda: frozenset(authorizer.registry.roles),
         ),
+        audit_seal=seal,
         tracing=Tracing.otlp(settings.otel_endpoint) if settings.otel_endpoint else None,
     )
 

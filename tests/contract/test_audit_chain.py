@@ -6,6 +6,7 @@ Each tampering is done the way an attacker with database access would: plain SQL
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from garrison.app import Services
 from garrison.audit.checkpoint import stored_public_keys
 from garrison.audit.event import AuditEvent
+from garrison.audit.head import AuditSeal
 from garrison.audit.retention import prune
 from garrison.audit.verify import ChainReport, verify_chain
 from garrison.audit.writer import AuditWriter
@@ -36,7 +38,7 @@ def _fill(svc: Services, count: int = 10) -> None:
 
 
 def _verify(svc: Services) -> ChainReport:
-    return verify_chain(svc.db, stored_public_keys(svc.db))
+    return verify_chain(svc.db, stored_public_keys(svc.db), svc.audit_seal)
 
 
 def _exec(db: Database, sql: str, **params: Any) -> None:
@@ -70,8 +72,8 @@ def test_an_edited_record_is_named(backend_services: Services) -> None:
 
 @pytest.mark.req("L7")
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(backend_services: Services) -> None:
-    from garrison.audit.chain import record_hash
-
+    """Even re-hashed with the real key (a host compromise), an edit breaks the next link."""
+    record_hash = backend_services.audit_seal.key.record_hash
     _fill(backend_services)
     row = _row(backend_services.db, 4) | {"actor": "someone-else"}
     _exec(
@@ -134,7 +136,7 @@ def test_replicas_writing_at_once_keep_one_linear_chain(
     backend_services: Services, backend_url: str
 ) -> None:
     """Four writers on four engines (as four replicas would be), batching concurrently."""
-    writers = [AuditWriter(Database(backend_url)) for _ in range(4)]
+    writers = [AuditWriter(Database(backend_url), backend_services.audit_seal) for _ in range(4)]
     per_writer, threads_per_writer = 60, 3
 
     def hammer(writer: AuditWriter, base: int) -> None:
@@ -200,7 +202,15 @@ def test_prune_leaves_a_signed_checkpoint_and_a_chain_that_verifies(
     _fill(svc)
     signer = svc.keyring.current
     keys = stored_public_keys(svc.db)
-    result = prune(svc.db, cutoff=1_000_006.5, now=2e6, kid=signer.kid, sign=signer.sign, keys=keys)
+    result = prune(
+        svc.db,
+        cutoff=1_000_006.5,
+        now=2e6,
+        kid=signer.kid,
+        sign=signer.sign,
+        keys=keys,
+        seal=svc.audit_seal,
+    )
     assert (result.deleted, result.checkpoint_seq) == (6, 6)
     svc.audit.record_sync(_event(11))
     report = _verify(svc)
@@ -208,7 +218,15 @@ def test_prune_leaves_a_signed_checkpoint_and_a_chain_that_verifies(
     assert (report.root_seq, report.checked, report.head_seq) == (6, 5, 11)
 
     # everything pruned: the next record still continues the numbering after the checkpoint
-    prune(svc.db, cutoff=3e9, now=3e9, kid=signer.kid, sign=signer.sign, keys=keys)
+    prune(
+        svc.db,
+        cutoff=3e9,
+        now=3e9,
+        kid=signer.kid,
+        sign=signer.sign,
+        keys=keys,
+        seal=svc.audit_seal,
+    )
     svc.audit.record_sync(_event(12))
     report = _verify(svc)
     assert report.ok, report
@@ -227,6 +245,7 @@ def test_a_forged_checkpoint_is_refused(backend_services: Services) -> None:
         kid=signer.kid,
         sign=signer.sign,
         keys=stored_public_keys(svc.db),
+        seal=svc.audit_seal,
     )
     # an attacker deletes more and moves the checkpoint forward: they cannot re-sign it
     _exec(svc.db, "DELETE FROM audit_log WHERE seq <= 7")
@@ -251,6 +270,7 @@ def test_prune_refuses_to_launder_a_tampered_record(backend_services: Services) 
             kid=signer.kid,
             sign=signer.sign,
             keys=stored_public_keys(svc.db),
+            seal=svc.audit_seal,
         )
     with svc.db.engine.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar() == 10
@@ -279,24 +299,26 @@ def test_odd_input_is_stored_and_still_verifies(backend_services: Services) -> N
 
 @pytest.mark.req("L7")
 def test_an_anchor_catches_a_log_cut_short_or_rewritten(backend_services: Services) -> None:
-    from garrison.audit.chain import record_hash
-
+    """A hand-kept anchor (``--anchor``) on its own, without the head file's help."""
     svc = backend_services
+    record_hash = svc.audit_seal.key.record_hash
+    headless = AuditSeal(svc.audit_seal.key)  # e.g. verifying from another host
     _fill(svc)
     head = _verify(svc)
     anchor = (head.head_seq, head.head_hash)
     keys = stored_public_keys(svc.db)
-    assert verify_chain(svc.db, keys, anchor=anchor).ok
+    assert verify_chain(svc.db, keys, headless, anchor=anchor).ok
     svc.audit.record_sync(_event(11))  # the log grows: the anchor still holds
-    assert verify_chain(svc.db, keys, anchor=anchor).ok
+    assert verify_chain(svc.db, keys, headless, anchor=anchor).ok
 
     _exec(svc.db, "DELETE FROM audit_log WHERE seq >= 9")  # cut the tail: the chain alone is fine
-    assert _verify(svc).ok
-    cut = verify_chain(svc.db, keys, anchor=anchor)
+    assert verify_chain(svc.db, keys, headless).ok
+    cut = verify_chain(svc.db, keys, headless, anchor=anchor)
     assert (cut.ok, cut.first_bad_seq) == (False, 9)
     assert "cut short" in (cut.problem or "")
 
-    # rewrite record 8 and re-chain it: whole again, but no longer the anchored history
+    # rewrite record 8 and re-chain it (with the key: a host compromise): whole again, but no
+    # longer the anchored history
     row = _row(svc.db, 8) | {"actor": "rewritten"}
     _exec(
         svc.db,
@@ -305,8 +327,8 @@ def test_an_anchor_catches_a_log_cut_short_or_rewritten(backend_services: Servic
     )
     svc.audit.record_sync(_event(12))
     svc.audit.record_sync(_event(13))
-    assert _verify(svc).ok
-    redone = verify_chain(svc.db, keys, anchor=anchor)
+    assert verify_chain(svc.db, keys, headless).ok
+    redone = verify_chain(svc.db, keys, headless, anchor=anchor)
     assert (redone.ok, redone.first_bad_seq) == (False, 10)
 
 
@@ -326,3 +348,44 @@ def test_audit_filters_refuse_nul_and_oversized_text_on_both_databases(
         with pytest.raises(ValidationError, match=field):
             search(backend_services.db, build(bad))
     assert search(backend_services.db, build("ok")) == []
+
+
+def _unkeyed_hash(row: dict[str, Any], prev: str) -> str:
+    """What an attacker with only the database can compute: SHA-256 over the hashed fields."""
+    from garrison.audit.chain import HASHED_FIELDS, canonical
+
+    body = {name: row[name] for name in HASHED_FIELDS} | {"ts": repr(float(row["ts"]))}
+    return hashlib.sha256(prev.encode() + b"\n" + canonical(body)).hexdigest()
+
+
+@pytest.mark.req("L7")
+def test_a_rewrite_rechained_without_the_key_is_caught(backend_services: Services) -> None:
+    """Edit record 4, then re-link and re-hash every record after it: the chain is keyed."""
+    svc = backend_services
+    _fill(svc)
+    prev = _row(svc.db, 3)["hash"]
+    for seq in range(4, 11):
+        row = _row(svc.db, seq) | {"actor": "attacker", "prev_hash": prev}
+        prev = _unkeyed_hash(row, prev)
+        _exec(
+            svc.db,
+            "UPDATE audit_log SET actor = 'attacker', prev_hash = :p, hash = :h WHERE seq = :s",
+            p=row["prev_hash"],
+            h=prev,
+            s=seq,
+        )
+    report = _verify(svc)
+    assert (report.ok, report.first_bad_seq) == (False, 4), report
+    assert "altered" in (report.problem or "")
+
+
+@pytest.mark.req("L7")
+def test_a_cut_tail_is_caught_without_a_hand_kept_anchor(backend_services: Services) -> None:
+    svc = backend_services
+    _fill(svc)
+    _exec(svc.db, "DELETE FROM audit_log WHERE seq >= 9")
+    report = _verify(svc)
+    assert (report.ok, report.first_bad_seq) == (False, 9), report
+    assert "cut short" in (report.problem or "")
+    _exec(svc.db, "DELETE FROM audit_log")  # everything gone: still caught
+    assert (_verify(svc).ok, _verify(svc).first_bad_seq) == (False, 1)

@@ -18,8 +18,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from garrison.app import audit_seal
 from garrison.audit.checkpoint import stored_public_keys
+from garrison.audit.head import AuditSeal
 from garrison.audit.verify import verify_chain
+from garrison.config import load_settings
 from garrison.storage.db import Database
 from tests.support import LiveServer, base_env, create_pg_database, drop_pg_database, run_cli
 
@@ -35,6 +38,11 @@ def pg_url() -> Iterator[str]:
     url = create_pg_database()
     yield url
     drop_pg_database(url)
+
+
+def _seal(env: dict[str, str]) -> AuditSeal:
+    """The servers' audit key and head file: the same data dir."""
+    return audit_seal(load_settings(env, check_production=False))
 
 
 @pytest.mark.req("L1", "L7", "A13")
@@ -88,7 +96,7 @@ def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path: Path, pg_url:
         missing = sorted(set(acknowledged) - recorded)
         assert not missing, f"{len(missing)} acknowledged record(s) lost: {missing[:5]}"
         assert len(acknowledged) >= KILL_AFTER
-        report = verify_chain(db, stored_public_keys(db))
+        report = verify_chain(db, stored_public_keys(db), _seal(env))
         assert report.ok, report
         assert report.checked >= len(acknowledged)
     finally:
@@ -129,7 +137,7 @@ def test_two_replicas_writing_at_once_keep_one_chain(tmp_path: Path, pg_url: str
     assert statuses == [401] * 120
     db = Database(pg_url)
     try:
-        report = verify_chain(db, stored_public_keys(db))
+        report = verify_chain(db, stored_public_keys(db), _seal(env))
         with db.engine.connect() as conn:
             actors = conn.execute(
                 sa.text("SELECT actor FROM audit_log WHERE action = 'auth.login'")

@@ -24,7 +24,12 @@ from tests.support import base_env, create_pg_database, drop_pg_database, run_cl
 
 pytestmark = pytest.mark.slow
 
-SECRETS = {"SECRET_ENCRYPTION_KEY": new_secret(), "GARRISON_KEYRING_KEY": new_secret()}
+#: what travels with a backup: the keys that open it and verify its audit chain
+SECRETS = {
+    "SECRET_ENCRYPTION_KEY": new_secret(),
+    "GARRISON_KEYRING_KEY": new_secret(),
+    "GARRISON_AUDIT_KEY": new_secret(),
+}
 
 
 @dataclass

@@ -1,14 +1,17 @@
 """Prove the audit log is whole (L7): walk the chain from its root and name the first bad record.
 
 Each record must carry the next sequence number, point at the previous record's hash, and hash to
-what it says. That catches a record edited (its hash no longer matches), deleted (a gap, or a broken
-link when the rest was renumbered), inserted or reordered (a broken link). The root is genesis or
-the newest retention checkpoint, whose signature is checked against the signing keys.
+what it says: an HMAC under the audit key (records before the keyed-start marker: plain SHA-256,
+``garrison.audit.epochs``). That catches a record edited (its hash no longer matches), rewritten
+and re-hashed (the attacker lacks the key), deleted (a gap, or a broken link when the rest was
+renumbered), inserted or reordered (a broken link). The root is genesis or the newest retention
+checkpoint, whose signature is checked against the signing keys.
 
-What a hash chain alone cannot show: records cut off the *end* of the log. For that, keep the
-``head_seq:head_hash`` a run reports somewhere the database's owner cannot write, and pass it back as
-the ``anchor`` of a later run (``garrison audit verify --anchor``): the log must still reach it, with
-that hash. Shipping the JSON-lines copy (``AUDIT_LOG_PATH``) off the host covers it too.
+Records cut off the *end* leave a shorter chain that is whole; the head file outside the database
+(``garrison.audit.head``) catches that: the log must still reach its record, with its hash. It is
+read before the walk, so a writer racing the walk cannot move it past what the walk sees. A head
+an earlier run printed can also be passed as ``anchor`` (``garrison audit verify --anchor``), for
+a copy kept elsewhere still; so can the JSON-lines copy (``AUDIT_LOG_PATH``) shipped off the host.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from garrison.audit.chain import GENESIS, record_hash
+from garrison.audit.chain import GENESIS, ChainKey, legacy_hash
 from garrison.audit.checkpoint import Checkpoint, latest_checkpoint
+from garrison.audit.epochs import ALL_KEYED, KeyedStart, keyed_start
+from garrison.audit.head import AuditSeal, Head, HeadFileError
 from garrison.errors import ValidationError
 from garrison.storage.db import Database
 from garrison.storage.schema import audit_log
@@ -39,6 +44,7 @@ class ChainReport:
     root_seq: int  # 0, or the checkpoint the chain starts from
     first_bad_seq: int | None = None
     problem: str | None = None
+    anchored_seq: int | None = None  # the head file's record, which the log still reaches
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,22 +59,69 @@ class Break:
 class ChainWalk:
     """Feed records in ``seq`` order; stops at the first one that does not follow."""
 
-    def __init__(self, root_seq: int = 0, root_hash: str = GENESIS) -> None:
+    def __init__(
+        self,
+        key: ChainKey,
+        root_seq: int = 0,
+        root_hash: str = GENESIS,
+        start: KeyedStart = ALL_KEYED,
+    ) -> None:
+        self.key = key
+        self.start = start
         self.root_seq = root_seq
         self.seq = root_seq
         self.hash = root_hash
         self.checked = 0
         self.broken: Break | None = None
+        self._pin()
 
     def feed(self, row: Mapping[str, Any]) -> bool:
         """True while the chain holds; False (and ``broken`` set) at the first bad record."""
-        found = _check(row, self.seq, self.hash)
+        found = self._check(row)
         if found is not None:
             self.broken = found
             return False
         self.seq, self.hash = int(row["seq"]), str(row["hash"])
         self.checked += 1
-        return True
+        self._pin()
+        return self.broken is None
+
+    def end(self) -> None:
+        """After the last record: the log must reach the record the keyed-start marker names."""
+        pinned = self.start.first_seq - 1
+        if self.broken is None and self.seq < pinned:
+            gap = self.seq + 1
+            self.broken = Break(
+                gap, f"records {gap}..{pinned} missing: the log once reached {pinned} (cut short)"
+            )
+
+    def _pin(self) -> None:
+        """The last unkeyed record must keep the hash the keyed-start marker recorded for it."""
+        pinned = self.start.first_seq - 1
+        if pinned > 0 and self.seq == pinned and self.hash != self.start.prev_hash:
+            self.broken = Break(
+                pinned,
+                f"record {pinned} was altered: it no longer has the hash the keyed chain "
+                "started from",
+            )
+
+    def _check(self, row: Mapping[str, Any]) -> Break | None:
+        seq, prev_seq, prev_hash = int(row["seq"]), self.seq, self.hash
+        expected = prev_seq + 1
+        if seq < expected:
+            return Break(seq, f"record {seq} is out of place: the chain is already at {prev_seq}")
+        if seq > expected:
+            span = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+            return Break(expected, f"record {span} missing: deleted from the log")
+        if row["prev_hash"] != prev_hash:
+            return Break(
+                seq, f"record {seq} does not follow record {prev_seq}: inserted or reordered"
+            )
+        keyed = seq >= self.start.first_seq
+        digest = self.key.record_hash(row, prev_hash) if keyed else legacy_hash(row, prev_hash)
+        if digest != row["hash"]:
+            return Break(seq, f"record {seq} was altered: its content no longer matches its hash")
+        return None
 
     def report(self) -> ChainReport:
         b = self.broken
@@ -83,35 +136,33 @@ class ChainWalk:
         )
 
 
-def _check(row: Mapping[str, Any], prev_seq: int, prev_hash: str) -> Break | None:
-    seq = int(row["seq"])
-    expected = prev_seq + 1
-    if seq < expected:
-        return Break(seq, f"record {seq} is out of place: the chain is already at {prev_seq}")
-    if seq > expected:
-        span = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
-        return Break(expected, f"record {span} missing: deleted from the log")
-    if row["prev_hash"] != prev_hash:
-        return Break(seq, f"record {seq} does not follow record {prev_seq}: inserted or reordered")
-    if record_hash(row, prev_hash) != row["hash"]:
-        return Break(seq, f"record {seq} was altered: its content no longer matches its hash")
-    return None
-
-
 def walk(
-    rows: Iterable[Mapping[str, Any]], root_seq: int = 0, root_hash: str = GENESIS
+    rows: Iterable[Mapping[str, Any]],
+    key: ChainKey,
+    root_seq: int = 0,
+    root_hash: str = GENESIS,
+    start: KeyedStart = ALL_KEYED,
+    *,
+    whole: bool = True,
 ) -> ChainReport:
-    """Check ``rows`` (in ``seq`` order) as a chain starting after ``(root_seq, root_hash)``."""
-    chain = ChainWalk(root_seq, root_hash)
-    for row in rows:
-        if not chain.feed(row):
-            break
+    """Check ``rows`` (in ``seq`` order) as a chain starting after ``(root_seq, root_hash)``.
+
+    ``whole``: the rows are the entire log (not a prefix), so it must reach what the marker pins.
+    """
+    chain = ChainWalk(key, root_seq, root_hash, start)
+    if chain.broken is None:
+        for row in rows:
+            if not chain.feed(row):
+                break
+        if whole:
+            chain.end()
     return chain.report()
 
 
 def verify_chain(
     db: Database,
     keys: KeyLookup,
+    seal: AuditSeal,
     *,
     upto: int | None = None,
     anchor: tuple[int, str] | None = None,
@@ -119,11 +170,16 @@ def verify_chain(
 ) -> ChainReport:
     """Walk the stored chain from its (signature-checked) root; ``upto`` stops at that seq.
 
-    ``anchor`` is a ``(seq, hash)`` an earlier run reported: the chain must still hold it.
+    Unless ``upto`` is given, the log must also reach the head file's record (``seal.head``).
+    ``anchor`` is a ``(seq, hash)`` an earlier run reported: the chain must still hold it too.
     """
     if conn is None:
         with db.begin() as own:
-            return verify_chain(db, keys, upto=upto, anchor=anchor, conn=own)
+            return verify_chain(db, keys, seal, upto=upto, anchor=anchor, conn=own)
+    try:  # before the walk: whatever the file names was committed before the walk began
+        head = seal.head.read() if seal.head is not None and upto is None else None
+    except HeadFileError as exc:
+        return _refused(str(exc))
     checkpoint = latest_checkpoint(conn)
     if checkpoint is not None and not checkpoint.valid(keys(checkpoint.kid)):
         return ChainReport(
@@ -135,10 +191,33 @@ def verify_chain(
             first_bad_seq=checkpoint.seq,
             problem=f"checkpoint at record {checkpoint.seq} has a bad signature",
         )
-    report = walk(_rows(conn, upto), *_root(checkpoint))
+    start = keyed_start(conn, seal.key)
+    if isinstance(start, str):
+        return _refused(start)
+    report = walk(_rows(conn, upto), seal.key, *_root(checkpoint), start, whole=upto is None)
+    if head is not None and report.ok:
+        report = _check_head(conn, report, head, seal)
     if anchor is None or not report.ok:
         return report
     return _check_anchor(conn, report, *anchor)
+
+
+def _refused(problem: str) -> ChainReport:
+    return ChainReport(False, 0, 0, GENESIS, 0, first_bad_seq=0, problem=problem)
+
+
+def _check_head(
+    conn: sa.Connection, report: ChainReport, head: Head, seal: AuditSeal
+) -> ChainReport:
+    assert seal.head is not None
+    checked = _check_anchor(conn, report, head.seq, head.hash)
+    if not checked.ok:
+        fix = (
+            f"per the audit head file {seal.head.path}; if the database was replaced on "
+            "purpose, remove that file"
+        )
+        return replace(checked, problem=f"{checked.problem} ({fix})")
+    return replace(checked, anchored_seq=head.seq)
 
 
 def _check_anchor(conn: sa.Connection, report: ChainReport, seq: int, hash_: str) -> ChainReport:

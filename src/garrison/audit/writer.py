@@ -8,6 +8,10 @@ acknowledged record survives ``kill -9``).
 
 Replicas serialise on a PostgreSQL advisory lock (SQLite: ``BEGIN IMMEDIATE``), and each batch reads
 the chain's head inside that lock, so the chain stays linear however many processes write (L7).
+Hashes are HMACs under the audit key (``garrison.audit.chain``), and after a commit the writer
+moves the head file outside the database (``garrison.audit.head``): at once when it has nothing
+more queued, at most once a second under load, and only after checking, inside the batch's
+transaction, that the head it replaces is still in the log.
 
 Before ``start`` (CLI commands, scripts) and after ``stop``, records are written directly by the
 calling thread: same durability, no batching.
@@ -30,8 +34,9 @@ from typing import Any
 import anyio.to_thread
 import sqlalchemy as sa
 
-from garrison.audit.chain import GENESIS, record_hash
+from garrison.audit.chain import GENESIS
 from garrison.audit.event import AuditEvent
+from garrison.audit.head import AuditSeal, HeadFileError
 from garrison.audit.redact import redact, redact_text
 from garrison.clock import Clock, system_clock
 from garrison.storage.db import Database
@@ -79,6 +84,7 @@ class AuditWriter:
     def __init__(
         self,
         db: Database,
+        seal: AuditSeal,
         *,
         clock: Clock = system_clock,
         log_path: Path | None = None,
@@ -87,6 +93,7 @@ class AuditWriter:
         on_written: Callable[[AuditEvent], None] | None = None,
     ) -> None:
         self.db = db
+        self.seal = seal
         self.clock = clock
         self.log_path = log_path
         self.max_batch = max_batch
@@ -98,6 +105,7 @@ class AuditWriter:
         self._state = threading.Lock()  # start/stop against hand-over: nothing is stranded
         self._backlog = 0
         self._backlog_lock = threading.Lock()
+        self._head_warned = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -228,11 +236,19 @@ class AuditWriter:
 
     # -- one chained transaction ---------------------------------------------------------------
     def write_batch(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
-        """Chain and commit ``events`` in one transaction; returns the rows written."""
+        """Chain and commit ``events`` in one transaction; returns the rows written.
+
+        The head file moves now when nothing else is queued, else at most once a second.
+        """
         now = self.clock()
+        head = self.seal.head
+        move_head = head is not None and head.due(idle=self._queue.empty())
+        record_hash = self.seal.key.record_hash
         with self._lock, self.db.begin(immediate=True) as conn:
             lock_chain(self.db, conn)
             seq, prev = chain_head(conn)
+            if move_head:
+                move_head = self._head_still_holds(conn, seq, prev)
             rows = []
             for event in events:
                 seq += 1
@@ -241,10 +257,43 @@ class AuditWriter:
                 row["hash"] = prev = record_hash(row, prev)
                 rows.append(row)
             insert_rows(self.db, conn, rows)
+        if move_head and head is not None and rows:
+            try:
+                head.advance(seq, prev)
+            except OSError as exc:
+                log.error("audit head file %s not written: %s", head.path, exc.strerror)
         if self.log_path is not None:
             self._append_jsonl(rows)
         self._notify(events)
         return rows
+
+    def _head_still_holds(self, conn: sa.Connection, seq: int, hash_: str) -> bool:
+        """Whether the log still has the head file's record (checked before replacing it).
+
+        ``(seq, hash_)`` is the chain's head, just read: usually the file's record itself (this
+        writer put it there), which needs no query. When the log lacks it, the log was cut or
+        rewritten under us: leave the file as the evidence.
+        """
+        assert self.seal.head is not None
+        try:
+            head = self.seal.head.read()
+        except HeadFileError as exc:
+            return self._head_broken(str(exc))
+        if head is None or (head.seq, head.hash) == (seq, hash_):
+            return True
+        found = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == head.seq))
+        if found.scalar() == head.hash or head.seq <= chain_root(conn)[0]:
+            return True  # still there, or pruned since (the signed checkpoint vouches for it)
+        return self._head_broken(
+            f"the audit log no longer holds record {head.seq} of the head file "
+            f"{self.seal.head.path}: cut short or rewritten; run `garrison audit verify`"
+        )
+
+    def _head_broken(self, problem: str) -> bool:
+        if not self._head_warned:
+            self._head_warned = True
+            log.error("audit head not moved: %s", problem)
+        return False
 
     def _notify(self, events: Sequence[AuditEvent]) -> None:
         """Tell ``on_written``; after the commit, so a failing hook can never re-write a batch."""

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from garrison.app import Services
+from garrison.app import Services, open_migrator_database
 from garrison.audit import query as q
 from garrison.audit.checkpoint import stored_public_keys
 from garrison.audit.event import AuditEvent
@@ -88,7 +88,7 @@ def verify(
     svc = state(ctx).services()
     with errors_as_exit(as_json):
         pinned = parse_anchor(anchor) if anchor else None
-        report = verify_chain(svc.db, stored_public_keys(svc.db), anchor=pinned)
+        report = verify_chain(svc.db, stored_public_keys(svc.db), svc.audit_seal, anchor=pinned)
 
     def human() -> None:
         if report.ok:
@@ -96,6 +96,8 @@ def verify(
                 f"audit chain intact: {report.checked} record(s)"
                 + (f", from checkpoint {report.root_seq}" if report.root_seq else "")
             )
+            if report.anchored_seq is not None:
+                out.print(f"the head file's record {report.anchored_seq} is still in the log")
             out.print(
                 f"head (keep it; pass it as --anchor later): {report.head_seq}:{report.head_hash}"
             )
@@ -239,21 +241,31 @@ def prune(
     ],
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply retention: delete old records behind a signed checkpoint; the rest still verifies."""
+    """Apply retention: delete old records behind a signed checkpoint; the rest still verifies.
+
+    Deleting audit records is the migrator's right alone: this connects with
+    GARRISON_MIGRATOR_DATABASE_URL (without it, DATABASE_URL, which app_rw cannot prune with).
+    """
     svc = state(ctx).services()
     with errors_as_exit(as_json):
         age = q.parse_age(older_than)
         svc.keyring.load()
         signer = svc.keyring.current
         now = svc.clock()
-        result = prune_log(
-            svc.db,
-            cutoff=now - age,
-            now=now,
-            kid=signer.kid,
-            sign=signer.sign,
-            keys=stored_public_keys(svc.db),
-        )
+        owner = open_migrator_database(svc.settings)
+        try:
+            result = prune_log(
+                owner,
+                cutoff=now - age,
+                now=now,
+                kid=signer.kid,
+                sign=signer.sign,
+                keys=stored_public_keys(svc.db),
+                seal=svc.audit_seal,
+            )
+        finally:
+            if owner is not svc.db:
+                owner.dispose()
         svc.audit.record_sync(
             AuditEvent(
                 action="admin.audit.prune",

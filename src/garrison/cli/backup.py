@@ -15,8 +15,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from garrison.app import Services, vault_secret
+from garrison.app import Services, open_migrator_database, vault_secret
 from garrison.audit.event import AuditEvent
+from garrison.audit.writer import chain_head
 from garrison.backup import backup_key, create_backup, restore_backup
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, out
@@ -84,6 +85,16 @@ def create(ctx: typer.Context, file: FileArg, as_json: JsonOpt = False) -> None:
     )
 
 
+def _restart_audit_head(svc: Services) -> None:
+    """The restored log is the log now: its head file restarts from the restored head (L7)."""
+    head = svc.audit_seal.head
+    if head is None:
+        return
+    with svc.db.begin() as conn:
+        seq, hash_ = chain_head(conn)
+    head.reset(seq, hash_)
+
+
 @app.command("restore")
 def restore(
     ctx: typer.Context,
@@ -94,12 +105,18 @@ def restore(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore FILE into an empty database, after verifying all of it; nothing is written
-    unless the whole file is intact."""
+    unless the whole file is intact. Runs as the migrator (GARRISON_MIGRATOR_DATABASE_URL)."""
     svc = state(ctx).services()
     with errors_as_exit(as_json):
         master = _master_key(svc)
-        with _progress(as_json) as bar:
-            contents = restore_backup(svc.db, file, master, force=force, reporter=_Bars(bar))
+        owner = open_migrator_database(svc.settings)
+        try:
+            with _progress(as_json) as bar:
+                contents = restore_backup(owner, file, master, force=force, reporter=_Bars(bar))
+        finally:
+            if owner is not svc.db:
+                owner.dispose()
+        _restart_audit_head(svc)
     _audit(svc, "admin.backup.restore", file=str(file), forced=force, tables=contents.tables)
     summary = {
         "file": str(file),

@@ -1,14 +1,20 @@
-"""``garrison db upgrade|check`` (O2): migrations are an explicit step in production."""
+"""``garrison db upgrade|check`` (O2): migrations are an explicit step in production.
+
+``upgrade`` connects as the migrator, the schema's owner (``GARRISON_MIGRATOR_DATABASE_URL``; without
+it, ``DATABASE_URL``); the service itself runs as app_rw, which may not change the schema.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
-from garrison.app import open_database
+from garrison.app import open_database, open_migrator_database, upgrade_schema
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, fail, out
+from garrison.errors import GarrisonError
 from garrison.storage import migrate
 
 app = typer.Typer(help="Database: apply migrations, check for drift.", no_args_is_help=True)
@@ -20,7 +26,7 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Apply every pending migration, showing each as it runs."""
     settings = state(ctx).load()
     with errors_as_exit(as_json):
-        db = open_database(settings)
+        db = open_migrator_database(settings)
         pending = migrate.pending_revisions(db)
         total = len(pending)
         done: list[str] = []
@@ -30,7 +36,19 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             if not as_json:
                 err.print(f"[{len(done)}/{total}] applying {rev}")
 
-        migrate.upgrade(db, progress)
+        try:
+            upgrade_schema(settings, db, progress)
+        except sa.exc.DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            where = (
+                "GARRISON_MIGRATOR_DATABASE_URL"
+                if settings.migrator_database_url
+                else ("DATABASE_URL")
+            )
+            raise GarrisonError(
+                f"migration {done[-1] if done else ''} failed and was rolled back: {reason}",
+                reasons=[f"{where}: run migrations as the migrator, the schema's owner"],
+            ) from None
         head = migrate.current_revision(db)
     emit(
         {"applied": done, "revision": head},

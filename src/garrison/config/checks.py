@@ -61,6 +61,10 @@ def production_problems(settings: Settings) -> list[str]:
     problem = database_problem(settings.database_url)
     if problem:
         found.append(problem)
+    if settings.migrator_database_url:
+        problem = database_problem(settings.migrator_database_url)
+        if problem:
+            found.append(problem.replace("DATABASE_URL", "GARRISON_MIGRATOR_DATABASE_URL", 1))
     if "*" in settings.cors_origins:
         found.append("GARRISON_CORS_ORIGINS: a wildcard origin is refused in production")
     if settings.use_redis_limiter and not settings.redis_url:

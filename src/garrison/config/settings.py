@@ -23,6 +23,7 @@ SECRET_SETTINGS: tuple[str, ...] = (
     "GARRISON_KEYRING_KEY",
     "SECRET_ENCRYPTION_KEY",
     "GARRISON_SESSION_SECRET",
+    "GARRISON_AUDIT_KEY",
 )
 
 
@@ -142,6 +143,8 @@ class Settings(_Frozen):
 
     # storage
     database_url: str = Field("", alias="DATABASE_URL")
+    #: the migrator's DSN (owner of the schema): `db upgrade`, `audit prune`, `backup restore`
+    migrator_database_url: str = Field("", alias="GARRISON_MIGRATOR_DATABASE_URL")
     db_pool_size: int = Field(10, alias="GARRISON_DB_POOL_SIZE", ge=1, le=500)
     db_max_overflow: int = Field(10, alias="GARRISON_DB_MAX_OVERFLOW", ge=0, le=500)
     db_pool_timeout: float = Field(10.0, alias="GARRISON_DB_POOL_TIMEOUT", gt=0)
@@ -165,6 +168,12 @@ class Settings(_Frozen):
     keyring_key: SecretStr | None = Field(None, alias="GARRISON_KEYRING_KEY")
     secret_encryption_key: SecretStr | None = Field(None, alias="SECRET_ENCRYPTION_KEY")
     session_secret: SecretStr | None = Field(None, alias="GARRISON_SESSION_SECRET")
+    #: keys the audit hash chain (HMAC) and its head file; never stored in the database (L7)
+    audit_key: SecretStr | None = Field(None, alias="GARRISON_AUDIT_KEY")
+    #: passwords `garrison db roles` gives the three database roles (T4); unset: left alone
+    db_migrator_password: SecretStr | None = Field(None, alias="GARRISON_DB_MIGRATOR_PASSWORD")
+    db_app_rw_password: SecretStr | None = Field(None, alias="GARRISON_DB_APP_RW_PASSWORD")
+    db_app_ro_password: SecretStr | None = Field(None, alias="GARRISON_DB_APP_RO_PASSWORD")
 
     # browser sessions and OIDC (A9, A11)
     session_samesite: Literal["lax", "strict"] = Field("lax", alias="GARRISON_SESSION_SAMESITE")
@@ -216,6 +225,9 @@ class Settings(_Frozen):
 
     # audit and observability
     audit_log_path: Path | None = Field(None, alias="AUDIT_LOG_PATH")
+    #: the audit chain's signed head, outside the database (default: audit-head.json in the data
+    #: dir); catches records cut off the end of the log (L7)
+    audit_head_path: Path | None = Field(None, alias="GARRISON_AUDIT_HEAD_PATH")
     otel_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     log_level: str = Field("INFO", alias="GARRISON_LOG_LEVEL")
     metrics_public: bool = Field(False, alias="GARRISON_METRICS_PUBLIC")
@@ -275,6 +287,11 @@ class Settings(_Frozen):
         if self.require_tenant_header is None:
             return self.production
         return self.require_tenant_header
+
+    @property
+    def effective_migrator_database_url(self) -> str:
+        """The migrator's DSN; without ``GARRISON_MIGRATOR_DATABASE_URL``, ``DATABASE_URL``'s."""
+        return self.migrator_database_url or self.effective_database_url
 
     @property
     def effective_database_url(self) -> str:

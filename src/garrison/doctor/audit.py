@@ -9,9 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from garrison.audit.chain import ChainKey
+from garrison.audit.head import AuditSeal, HeadFile
 from garrison.doctor.context import DoctorContext
 from garrison.doctor.model import Area, Outcome, Skip, failed, passed, warned
 from garrison.doctor.registry import Checks
+from garrison.keys.sealing import derive_key
 
 checks = Checks(Area.AUDIT)
 
@@ -49,6 +52,21 @@ def _verifier() -> tuple[Callable[..., Any], Callable[..., Any]]:
         raise Skip("audit verify unavailable") from None
 
 
+def _seal(ctx: DoctorContext) -> AuditSeal:
+    """The audit key and head file, read only (the doctor never makes a key file)."""
+    settings = ctx.settings
+    if settings.audit_key is not None:
+        secret = settings.audit_key.get_secret_value()
+    else:
+        path = settings.data_dir / "audit.key"
+        if settings.production or not path.is_file():
+            raise Skip("GARRISON_AUDIT_KEY unset: the keyed chain cannot be checked")
+        secret = path.read_text().strip()
+    key = ChainKey(derive_key(secret, b"audit-chain"))
+    head = settings.audit_head_path or settings.data_dir / "audit-head.json"
+    return AuditSeal(key, HeadFile(head, key))
+
+
 @checks.add(
     "audit.chain",
     "The audit hash chain is intact",
@@ -59,8 +77,9 @@ def _verifier() -> tuple[Callable[..., Any], Callable[..., Any]]:
 )
 def chain(ctx: DoctorContext) -> Outcome:
     verify_chain, stored_public_keys = _verifier()
+    seal = _seal(ctx)
     db = ctx.database()
-    report = verify_chain(db, stored_public_keys(db))
+    report = verify_chain(db, stored_public_keys(db), seal)
     if not report.ok:
         return failed(f"broken at record {report.first_bad_seq}: {report.problem}")
     return passed(f"{report.checked} record(s) verified, head {report.head_seq}")

@@ -118,6 +118,17 @@ audit_checkpoints = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),
 )
 
+#: Where the keyed chain starts (L7): written once, by `garrison db upgrade` applying revision 0003.
+audit_epochs = sa.Table(
+    "audit_epochs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),  # the first record with a keyed hash
+    sa.Column("prev_hash", sa.String(64), nullable=False),  # the hash of the record before it
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),  # under the audit key: no one else can move it
+)
+
 vault_secrets = sa.Table(
     "vault_secrets",
     metadata,

@@ -4,28 +4,41 @@
   security (policies are enabled, not forced), which migrations need.
 - **app_rw** is what the service connects as: read and write rows, no DDL, not an owner, not a
   superuser, no BYPASSRLS, so every tenant-scoped table is filtered by ``garrison.tenant``. The audit
-  log is append-only for it (no UPDATE).
+  tables are append-only for it: INSERT and SELECT, no UPDATE, DELETE or TRUNCATE (L7). Retention
+  (``garrison audit prune``) deletes as the migrator.
 - **app_ro** reads (reports, ``audit query``), also under row security.
 
-``role_sql`` is the SQL ``garrison db roles`` runs (or prints with ``--dry-run``): idempotent, so it
-can run again after a migration to hand new tables to the migrator and grant them.
+``role_sql`` is the SQL ``garrison db roles`` runs (or prints with ``--dry-run``): idempotent, and
+right on its first run whether the tables exist yet or not. On an empty database the migrator's
+default privileges grant the tables ``garrison db upgrade`` creates later; those would include
+UPDATE and DELETE on the audit tables, so revision 0003 takes them back and adds a trigger that
+refuses both to every role but the owner (``storage/migrations/versions/0003_*``). Run it again
+after a migration run by anyone but the migrator, to hand the new tables to the migrator.
+
+Passwords come from settings (``GARRISON_DB_MIGRATOR_PASSWORD``, ``GARRISON_DB_APP_RW_PASSWORD``,
+``GARRISON_DB_APP_RO_PASSWORD``); they are hashed here (SCRAM-SHA-256, by libpq) so that neither
+the statement the server sees, nor its log, nor anything printed holds the password. A role whose
+setting is unset keeps the password it has.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 
 from garrison.errors import ConfigError, GarrisonError, ValidationError
 from garrison.storage.db import Database
 from garrison.storage.schema import TENANT_TABLES
 
 _ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-#: Tables whose history the service may append to but never rewrite (L7).
-APPEND_ONLY_TABLES: tuple[str, ...] = ("audit_log", "audit_checkpoints")
+#: Tables whose history the service may append to but never rewrite (L7). A migration that adds one
+#: must also take back UPDATE/DELETE/TRUNCATE and add the trigger, as 0003 does.
+APPEND_ONLY_TABLES: tuple[str, ...] = ("audit_log", "audit_checkpoints", "audit_epochs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +96,7 @@ def role_sql(names: RoleNames, database: str, schema: str = "public") -> list[st
         f"GRANT USAGE, SELECT ON SEQUENCES TO {rw}",
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {m} IN SCHEMA {s} GRANT SELECT ON TABLES TO {ro}",
     ]
-    statements += [_revoke_update(t, schema, rw) for t in APPEND_ONLY_TABLES]
+    statements += [_append_only(t, schema, rw, ro) for t in APPEND_ONLY_TABLES]
     return statements
 
 
@@ -98,30 +111,57 @@ def _reassign_owner(owner: str, schema: str) -> str:
         "    EXECUTE format('ALTER TABLE %I.%I OWNER TO %I',\n"
         f"                   '{schema}', r.relname, '{owner}');\n"
         "  END LOOP;\n"
+        # the audit trigger's function too, so later migrations (as the migrator) can replace it
+        f"  IF to_regprocedure('{schema}.garrison_audit_append_only()') IS NOT NULL THEN\n"
+        f"    EXECUTE format('ALTER FUNCTION %I.garrison_audit_append_only() OWNER TO %I',\n"
+        f"                   '{schema}', '{owner}');\n"
+        "  END IF;\n"
         "END $$"
     )
 
 
-def _revoke_update(table: str, schema: str, role: str) -> str:
+def _append_only(table: str, schema: str, rw: str, ro: str) -> str:
+    """app_rw may add and read rows, never change or remove them; app_ro reads (when it exists)."""
+    target = f"{_q(schema)}.{_q(table)}"
     return (
         f"DO $$ BEGIN IF to_regclass('{schema}.{table}') IS NOT NULL THEN "
-        f"REVOKE UPDATE ON {_q(schema)}.{_q(table)} FROM {role}; END IF; END $$"
+        f"REVOKE UPDATE, DELETE, TRUNCATE ON {target} FROM {rw}, {ro}, PUBLIC; "
+        f"GRANT SELECT, INSERT ON {target} TO {rw}; END IF; END $$"
     )
 
 
-def create_roles(db: Database, names: RoleNames) -> list[str]:
-    """Run ``role_sql`` on ``db`` (connected as a superuser or the database owner)."""
+def create_roles(
+    db: Database, names: RoleNames, passwords: Mapping[str, str] | None = None
+) -> list[str]:
+    """Run ``role_sql`` on ``db`` (connected as a superuser), then set the given passwords.
+
+    ``passwords`` maps ``migrator``/``app_rw``/``app_ro`` to a password; the statements returned
+    (what may be printed) never include them.
+    """
     if not db.is_postgres:
         raise ConfigError(["DATABASE_URL: database roles exist only on PostgreSQL"])
     database = db.engine.url.database or ""
     statements = role_sql(names, database)
     try:
         with db.engine.begin() as conn:
-            cursor = conn.connection.cursor()  # the driver's own: '%I' in format() is not a param
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            cursor = raw.cursor()  # the driver's own: '%I' in format() is not a param
             for statement in statements:
                 cursor.execute(statement)
+            for which, password in (passwords or {}).items():
+                role = getattr(names, which)
+                verifier = raw.pgconn.encrypt_password(
+                    password.encode(), role.encode(), b"scram-sha-256"
+                )
+                cursor.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(verifier.decode())
+                    )
+                )
     except (sa.exc.DBAPIError, psycopg.Error) as exc:
-        raise GarrisonError(f"creating database roles failed: {exc}") from None
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise GarrisonError(f"creating database roles failed: {reason}") from None
     return statements
 
 

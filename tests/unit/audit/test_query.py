@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from garrison.audit import query as q
+from garrison.audit.chain import ChainKey
 from garrison.audit.event import AuditEvent
+from garrison.audit.head import AuditSeal
 from garrison.audit.writer import AuditWriter
 from garrison.errors import ValidationError
 from garrison.storage import migrate
@@ -24,7 +26,7 @@ NOW = 2_000_000_000.0
 def db(tmp_path: Path) -> Any:
     database = Database(f"sqlite:///{tmp_path / 'audit.db'}")
     migrate.upgrade(database)
-    writer = AuditWriter(database)
+    writer = AuditWriter(database, AuditSeal(ChainKey(b"unit-test audit key, 32 bytes..")))
     events = [
         AuditEvent("auth.login", "failure", actor="bob", reason="bad password", ts=NOW - 3600),
         AuditEvent("auth.login", "deny", actor="bob", reason="throttled", ts=NOW - 1800),

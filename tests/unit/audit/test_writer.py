@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from garrison.audit.chain import GENESIS, record_hash
+from garrison.audit.chain import GENESIS, ChainKey
 from garrison.audit.event import AuditEvent
+from garrison.audit.head import AuditSeal
 from garrison.audit.writer import AuditWriter
 from garrison.storage import migrate
 from garrison.storage.db import Database
 from garrison.storage.schema import audit_log
+
+SEAL = AuditSeal(ChainKey(b"unit-test audit key, 32 bytes.."))
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ def _rows(db: Database) -> list[dict[str, Any]]:
 
 @pytest.mark.req("L3")
 def test_a_record_carries_every_field_and_links_to_genesis(db: Database) -> None:
-    writer = AuditWriter(db, clock=lambda: 1234.5)
+    writer = AuditWriter(db, SEAL, clock=lambda: 1234.5)
     writer.record_sync(
         AuditEvent(
             action="auth.login",
@@ -64,12 +67,12 @@ def test_a_record_carries_every_field_and_links_to_genesis(db: Database) -> None
     )
     assert row["details"] == {"username": "alice"}
     assert row["prev_hash"] == GENESIS
-    assert row["hash"] == record_hash(row, GENESIS)
+    assert row["hash"] == SEAL.key.record_hash(row, GENESIS)
 
 
 @pytest.mark.req("C6", "L3")
 def test_secrets_in_details_and_reason_are_redacted_and_long_fields_cut(db: Database) -> None:
-    writer = AuditWriter(db)
+    writer = AuditWriter(db, SEAL)
     writer.record_sync(
         AuditEvent(
             action="x" * 300,
@@ -93,7 +96,7 @@ def test_secrets_in_details_and_reason_are_redacted_and_long_fields_cut(db: Data
 @pytest.mark.req("L1")
 def test_the_json_lines_copy_matches_the_database(db: Database, tmp_path: Path) -> None:
     path = tmp_path / "logs" / "audit.jsonl"
-    writer = AuditWriter(db, log_path=path)
+    writer = AuditWriter(db, SEAL, log_path=path)
     writer.start()
     try:
         for n in range(3):
@@ -107,7 +110,7 @@ def test_the_json_lines_copy_matches_the_database(db: Database, tmp_path: Path) 
 
 @pytest.mark.req("L1")
 def test_a_failed_commit_reaches_every_waiting_caller(db: Database) -> None:
-    writer = AuditWriter(db)
+    writer = AuditWriter(db, SEAL)
 
     def broken(_events: Any) -> Any:
         raise RuntimeError("database down")
@@ -141,7 +144,9 @@ def test_a_failed_commit_reaches_every_waiting_caller(db: Database) -> None:
 def test_backlog_and_written_hooks_report(db: Database) -> None:
     seen: list[int] = []
     written: list[str] = []
-    writer = AuditWriter(db, on_backlog=seen.append, on_written=lambda e: written.append(e.action))
+    writer = AuditWriter(
+        db, SEAL, on_backlog=seen.append, on_written=lambda e: written.append(e.action)
+    )
     writer.start()
     writer.record_sync(AuditEvent(action="admin.user.create", outcome="success"))
     writer.stop()
@@ -152,7 +157,7 @@ def test_backlog_and_written_hooks_report(db: Database) -> None:
 
 @pytest.mark.req("L1")
 def test_stop_commits_what_was_already_handed_over(db: Database) -> None:
-    writer = AuditWriter(db)
+    writer = AuditWriter(db, SEAL)
     writer.start()
 
     async def burst() -> None:

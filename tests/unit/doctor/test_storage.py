@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from garrison.app import audit_seal
 from garrison.audit.event import AuditEvent
 from garrison.audit.writer import AuditWriter
 from garrison.doctor import DoctorContext, Status
 from garrison.identity.passwords import HASHER
 from garrison.identity.users import UserStore
 from garrison.keys.keyring import DAY, Keyring
+from garrison.keys.sealing import new_secret
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
 from tests.support import free_port
@@ -32,8 +34,11 @@ STORAGE_IDS = (
 T0 = 1_800_000_000.0
 
 
-def context(load: LoadSettings, storage_url: str, **kw: object) -> DoctorContext:
-    settings = load(**production_env(storage_url + "?sslmode=require"))
+def context(
+    load: LoadSettings, storage_url: str, audit_key: str | None = None, **kw: object
+) -> DoctorContext:
+    keyed = {"GARRISON_AUDIT_KEY": audit_key} if audit_key else {}
+    settings = load(**production_env(storage_url + "?sslmode=require", **keyed))
     return DoctorContext(settings, storage_url=storage_url, **kw)  # type: ignore[arg-type]
 
 
@@ -150,17 +155,18 @@ def test_an_admin_with_a_default_password_fails(
 
 @pytest.mark.req("O4", "L7")
 def test_a_tampered_audit_chain_fails(load: LoadSettings, role_database: RoleDatabase) -> None:
+    key = new_secret()
     db = Database(role_database.admin_url)
-    writer = AuditWriter(db)
+    writer = AuditWriter(db, audit_seal(load(GARRISON_AUDIT_KEY=key)))
     for n in range(3):
         writer.record_sync(AuditEvent(action=f"test.{n}", outcome="success", actor="doctor"))
-    ok = run_ids(context(load, role_database.app_url), "audit.chain")["audit.chain"]
+    ok = run_ids(context(load, role_database.app_url, key), "audit.chain")["audit.chain"]
     assert ok.status is Status.PASS
     assert ok.finding.startswith("3 record(s) verified")
     with db.engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2"))
     db.dispose()
-    broken = run_ids(context(load, role_database.app_url), "audit.chain")["audit.chain"]
+    broken = run_ids(context(load, role_database.app_url, key), "audit.chain")["audit.chain"]
     assert broken.status is Status.FAIL
     assert broken.finding.startswith("broken at record 2")
 

@@ -53,11 +53,12 @@ async def list_records(request: Request) -> JSONResponse:
 
 async def verify(request: Request) -> JSONResponse:
     await admit(request, "audit.verify")  # platform-only: the chain is platform-wide
-    db = services(request).db
+    svc = services(request)
+    db = svc.db
     text = request.query_params.get("anchor")
     anchor = parse_anchor(text) if text else None
     report = await anyio.to_thread.run_sync(
-        lambda: verify_chain(db, stored_public_keys(db), anchor=anchor)
+        lambda: verify_chain(db, stored_public_keys(db), svc.audit_seal, anchor=anchor)
     )
     return JSONResponse(report.as_dict())
 
