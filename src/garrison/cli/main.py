@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
 from garrison.cli import audit as audit_cmd
@@ -21,6 +22,7 @@ from garrison.cli import serve as serve_cmd
 from garrison.cli import users as users_cmd
 from garrison.cli import vault as vault_cmd
 from garrison.cli.context import CliState
+from garrison.cli.output import fail_database
 
 app = typer.Typer(
     name="garrison",
@@ -63,4 +65,10 @@ app.command("doctor")(doctor_cmd.doctor_cmd)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except sa.exc.SQLAlchemyError as exc:  # a command's database work outside errors_as_exit
+        try:
+            fail_database(exc)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
