@@ -22,6 +22,12 @@ SECRET_SETTINGS: tuple[str, ...] = (
     "SECRET_ENCRYPTION_KEY",
     "GARRISON_SESSION_SECRET",
 )
+#: Secret settings that may be unset (each has a documented fallback) but, when set, are checked
+#: like the others; `secrets generate` prints them too. Unset, backups are encrypted under a key
+#: derived from SECRET_ENCRYPTION_KEY, so they would not survive a rotation of the vault key.
+OPTIONAL_SECRET_SETTINGS: tuple[str, ...] = ("GARRISON_BACKUP_KEY",)
+#: Every secret `garrison secrets generate` prints.
+GENERATED_SECRETS: tuple[str, ...] = SECRET_SETTINGS + OPTIONAL_SECRET_SETTINGS
 
 
 class _Frozen(BaseModel):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import sqlalchemy as sa
 
-from garrison.config import SECRET_SETTINGS
+from garrison.config import GENERATED_SECRETS, SECRET_SETTINGS
 from garrison.config.checks import KNOWN_WEAK, production_problems, secret_problem
 from garrison.doctor import probe
 from garrison.doctor.context import DoctorContext
@@ -41,7 +41,7 @@ ADMIN_ROLE = "admin"
     "(or a *_FILE path)",
 )
 def secrets_strong(ctx: DoctorContext) -> Outcome:
-    found = [p for p in production_problems(ctx.settings) if p.split(":")[0] in SECRET_SETTINGS]
+    found = [p for p in production_problems(ctx.settings) if p.split(":")[0] in GENERATED_SECRETS]
     if found:
         return failed("; ".join(found))
     return passed(f"{', '.join(SECRET_SETTINGS)} set and strong")
