@@ -190,7 +190,7 @@ def build_services(
     )
     users = UserStore(db, bus, clock)
     sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
-    api_keys = ApiKeyStore(db, bus, clock)
+    api_keys = ApiKeyStore(db, bus, clock, default_ttl=settings.api_key_ttl)
     authenticator = Authenticator(
         codec,
         users,
