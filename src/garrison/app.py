@@ -39,6 +39,7 @@ from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
 from garrison.storage import migrate
 from garrison.storage.bus import InvalidationBus, RedisBus
 from garrison.storage.db import Database
+from garrison.storage.files import private_dir
 from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
 from garrison.vault import KeySet, Vault
@@ -78,9 +79,7 @@ class Services:
 
 
 def data_dir(settings: Settings) -> Path:
-    path = settings.data_dir
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(settings.data_dir)
 
 
 def keyring_secret(settings: Settings) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from garrison.audit.redact import redact_text
 from garrison.errors import ConfigError
+from garrison.storage.files import open_private, private_dir, tighten
 
 #: Seconds libpq waits for a connection unless the DSN says otherwise (its default is forever).
 CONNECT_TIMEOUT = 10
@@ -120,17 +121,10 @@ class Database:
 def _private_sqlite_file(path: Path) -> None:
     """Create the database file 0600 (in a 0700 directory) before SQLite does: SQLite gives its
     -wal and -shm files the database file's mode, so all three stay the owner's."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists() and side.stat().st_mode & 0o077:
-            side.chmod(0o600)
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(path.with_name(path.name + suffix))
 
 
 def connection_problem(exc: BaseException) -> str | None:
