@@ -23,6 +23,7 @@ from garrison.cli import users as users_cmd
 from garrison.cli import vault as vault_cmd
 from garrison.cli.context import CliState
 from garrison.cli.output import fail_database
+from garrison.observability.logging import configure_cli_logging
 
 app = typer.Typer(
     name="garrison",
@@ -45,6 +46,7 @@ def root(
 ) -> None:
     if data_dir is not None:
         os.environ["GARRISON_DATA_DIR"] = str(data_dir)
+    configure_cli_logging()  # `serve` replaces it with the service's own configuration
     ctx.obj = CliState()
 
 
