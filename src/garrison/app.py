@@ -54,6 +54,7 @@ from garrison.ratelimit.rules import RateRules
 from garrison.storage import migrate
 from garrison.storage.bus import InvalidationBus, RedisBus
 from garrison.storage.db import Database
+from garrison.storage.files import private_dir
 from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
 from garrison.usecases import AdminActions
@@ -98,9 +99,7 @@ class Services:
 
 
 def data_dir(settings: Settings) -> Path:
-    path = settings.data_dir
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(settings.data_dir)
 
 
 def keyring_secret(settings: Settings) -> str:
@@ -237,7 +236,7 @@ def build_services(
     )
     users = UserStore(db, bus, clock)
     sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
-    api_keys = ApiKeyStore(db, bus, clock)
+    api_keys = ApiKeyStore(db, bus, clock, default_ttl=settings.api_key_ttl)
     authenticator = Authenticator(
         codec,
         users,

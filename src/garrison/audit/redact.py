@@ -9,10 +9,16 @@ REDACTED = "[redacted]"
 _SENSITIVE_KEY = re.compile(
     r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential|private|^value$", re.I
 )
-# JWTs, Garrison refresh tokens and API keys, bearer headers
+# Every secret shape Garrison makes or stores: JWTs (and any JWS/JWE compact form), refresh tokens
+# (``grt_``), API keys (``gk_<lookup>_<secret>``), password hashes in PHC form (argon2id, and the
+# scrypt/pbkdf2/bcrypt shapes a migrated user may carry) and bearer credentials. A hash is
+# matched up to the end of its PHC string; a PostgreSQL "Failing row contains (...)" detail quotes
+# it between commas, so commas inside its parameters (``m=19456,t=2,p=1``) stay part of the match.
 _SENSITIVE_VALUE = re.compile(
-    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
-    r"|grt_[A-Za-z0-9_-]{16,}|gk_[A-Za-z0-9_-]{16,}|(?i:bearer)\s+\S+"
+    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_.-]*"
+    r"|grt_[A-Za-z0-9_-]{16,}|gk_[A-Za-z0-9_-]{16,}"
+    r"|\$(?:argon2(?:id|i|d)|scrypt|pbkdf2[A-Za-z0-9-]*|2[abxy]?|7)\$[^\s'\"()\[\]{}]+"
+    r"|(?i:bearer)\s+\S+"
 )
 
 

@@ -40,6 +40,7 @@ from garrison.audit.head import AuditSeal, HeadFileError
 from garrison.audit.redact import redact, redact_text
 from garrison.clock import Clock, system_clock
 from garrison.storage.db import Database
+from garrison.storage.files import open_private, private_dir
 from garrison.storage.schema import audit_checkpoints, audit_log
 
 log = logging.getLogger("garrison.audit")
@@ -310,8 +311,8 @@ class AuditWriter:
         assert self.log_path is not None
         data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
         try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            private_dir(self.log_path.parent)
+            fd = open_private(self.log_path, os.O_WRONLY | os.O_APPEND)
             try:
                 os.write(fd, data)
                 os.fsync(fd)

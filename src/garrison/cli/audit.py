@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import ExitStack
 from enum import StrEnum
@@ -21,6 +22,7 @@ from garrison.audit.verify import parse_anchor, verify_chain
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, fail, out
 from garrison.cli.users import cli_actor
+from garrison.storage.files import open_private
 
 app = typer.Typer(
     help="The audit log: verify the chain, query, export, prune.", no_args_is_help=True
@@ -218,7 +220,11 @@ def _export(svc: Services, f: q.AuditFilter, output: Path, fmt: Any, total: int,
     with ExitStack() as stack:
         sink: TextIO = sys.stdout
         if str(output) != "-":
-            sink = stack.enter_context(output.open("w", encoding="utf-8", newline=""))
+            try:
+                fd = open_private(output, os.O_WRONLY | os.O_TRUNC)  # 0600: the audit trail (C6)
+            except OSError as exc:
+                fail(f"cannot write {output}: {exc.strerror}")
+            sink = stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline=""))
         progress = Progress(
             TextColumn("exporting"),
             BarColumn(),

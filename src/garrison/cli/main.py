@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
 from garrison.cli import audit as audit_cmd
@@ -21,6 +22,8 @@ from garrison.cli import serve as serve_cmd
 from garrison.cli import users as users_cmd
 from garrison.cli import vault as vault_cmd
 from garrison.cli.context import CliState
+from garrison.cli.output import fail_database
+from garrison.observability.logging import configure_cli_logging
 
 app = typer.Typer(
     name="garrison",
@@ -43,6 +46,7 @@ def root(
 ) -> None:
     if data_dir is not None:
         os.environ["GARRISON_DATA_DIR"] = str(data_dir)
+    configure_cli_logging()  # `serve` replaces it with the service's own configuration
     ctx.obj = CliState()
 
 
@@ -63,4 +67,10 @@ app.command("doctor")(doctor_cmd.doctor_cmd)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except sa.exc.SQLAlchemyError as exc:  # a command's database work outside errors_as_exit
+        try:
+            fail_database(exc)
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 
 from garrison.errors import ConfigError, GarrisonError
+from garrison.storage.db import connection_problem, error_summary
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,3 +49,14 @@ def errors_as_exit(as_json: bool = False) -> Iterator[None]:
         fail("refusing to start: configuration is not usable", exc.problems, as_json)
     except GarrisonError as exc:
         fail(exc.detail, exc.reasons, as_json)
+    except sa.exc.SQLAlchemyError as exc:
+        fail_database(exc, as_json)
+
+
+def fail_database(exc: BaseException, as_json: bool = False) -> NoReturn:
+    """A database that cannot be reached is a refusal naming DATABASE_URL; any other database
+    error is one line (never its parameters, a failing row, or a traceback: C6)."""
+    problem = connection_problem(exc)
+    if problem is not None:
+        fail("refusing to start: configuration is not usable", (problem,), as_json)
+    fail(error_summary(exc), (), as_json)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 import uvicorn
 
+from garrison.app import Services
 from garrison.cli.context import state
 from garrison.cli.output import err, errors_as_exit
+from garrison.keys.secret_ages import SecretAges, configured_values
 from garrison.observability.logging import logging_config
+from garrison.storage.db import error_summary
 
 
 def serve(
@@ -24,6 +28,7 @@ def serve(
     settings = cli.load()
     services = cli.services()  # validates, migrates (development) and loads keys before binding
     services.keyring.load()
+    _record_secret_ages(services)
     has_admin = services.users.count_admins() > 0
     services.close()
     mode = "production" if settings.production else "development"
@@ -50,6 +55,17 @@ def serve(
             server_header=False,
             access_log=False,
         )
+
+
+def _record_secret_ages(services: Services) -> None:
+    """Note when each configured secret was first seen (C5). Reporting only: a failure is
+    logged and the start goes on (the doctor then shows the secrets as not yet recorded)."""
+    settings = services.settings
+    ages = SecretAges(services.db, rotate_days=settings.key_rotate_days, clock=services.clock)
+    try:
+        ages.observe(configured_values(settings))
+    except sa.exc.SQLAlchemyError as exc:
+        err.print(f"  warning: secret first-seen dates not recorded ({error_summary(exc)})")
 
 
 def _safe_url(url: str) -> str:

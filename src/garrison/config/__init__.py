@@ -1,6 +1,17 @@
 """Settings: defaults -> garrison.toml -> environment (and ``*_FILE``); frozen; checked once."""
 
 from garrison.config.loader import load_settings
-from garrison.config.settings import SECRET_SETTINGS, Settings
+from garrison.config.settings import (
+    GENERATED_SECRETS,
+    OPTIONAL_SECRET_SETTINGS,
+    SECRET_SETTINGS,
+    Settings,
+)
 
-__all__ = ["SECRET_SETTINGS", "Settings", "load_settings"]
+__all__ = [
+    "GENERATED_SECRETS",
+    "OPTIONAL_SECRET_SETTINGS",
+    "SECRET_SETTINGS",
+    "Settings",
+    "load_settings",
+]

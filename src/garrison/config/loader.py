@@ -109,17 +109,38 @@ def load_settings(
     merged.update(from_env)
     merged.update(overrides or {})
     _split_lists(merged)
-    if problems:
-        raise ConfigError(problems)
+    # Every phase runs, whatever an earlier one found, so one refusal names every setting (C2):
+    # unreadable sources, then values that do not validate, then production's own bar, judged on
+    # the settings that did validate (a bad value is left out, not judged a second time).
+    settings: Settings | None = None
     try:
         settings = Settings.model_validate(merged)
     except PydanticValidationError as exc:
-        raise ConfigError([_describe(err) for err in exc.errors()]) from None
-    if check_production and settings.production:
-        found = production_problems(settings)
-        if found:
-            raise ConfigError(found)
+        problems.extend(_describe(err) for err in exc.errors())
+        settings = _without_invalid(merged, exc)
+    if settings is not None and check_production and settings.production:
+        named = {_setting_of(p) for p in problems}
+        problems.extend(p for p in production_problems(settings) if _setting_of(p) not in named)
+    if problems or settings is None:
+        raise ConfigError(problems)
     return settings
+
+
+def _setting_of(problem: str) -> str:
+    """The setting a problem names: ``X_FILE: cannot read`` is about ``X``."""
+    return problem.split(":", 1)[0].strip().removesuffix("_FILE")
+
+
+def _without_invalid(merged: dict[str, Any], exc: PydanticValidationError) -> Settings | None:
+    """The settings with every invalid value left at its default, to judge the rest; None when an
+    error is not about one setting (a check across settings)."""
+    bad = {err["loc"][0] for err in exc.errors() if err.get("loc")}
+    if any(not err.get("loc") for err in exc.errors()):
+        return None
+    try:
+        return Settings.model_validate({k: v for k, v in merged.items() if k not in bad})
+    except PydanticValidationError:
+        return None
 
 
 def _describe(err: Mapping[str, Any]) -> str:

@@ -8,10 +8,11 @@ routes, rate limits) come only from ``garrison.toml``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from garrison.paths import AmbiguousPath, route_prefix
 
@@ -25,6 +26,25 @@ SECRET_SETTINGS: tuple[str, ...] = (
     "GARRISON_SESSION_SECRET",
     "GARRISON_AUDIT_KEY",
 )
+#: Secret settings that may be unset (each has a documented fallback) but, when set, are checked
+#: like the others; `secrets generate` prints them too. Unset, backups are encrypted under a key
+#: derived from SECRET_ENCRYPTION_KEY, so they would not survive a rotation of the vault key.
+OPTIONAL_SECRET_SETTINGS: tuple[str, ...] = ("GARRISON_BACKUP_KEY",)
+#: Every secret `garrison secrets generate` prints.
+GENERATED_SECRETS: tuple[str, ...] = SECRET_SETTINGS + OPTIONAL_SECRET_SETTINGS
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> int | None:
+    """``90d`` (or ``12h``, ``3600``) -> seconds; None for anything else, or zero."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    return seconds or None
 
 
 class _Frozen(BaseModel):
@@ -163,6 +183,8 @@ class Settings(_Frozen):
     clock_skew: int = Field(30, alias="GARRISON_CLOCK_SKEW", ge=0, le=300)
     token_cache_size: int = Field(100_000, alias="GARRISON_TOKEN_CACHE_SIZE", ge=0)
     user_cache_ttl: float = Field(30.0, alias="GARRISON_USER_CACHE_TTL", ge=0)
+    #: lifetime of an API key made without ``--expires-in`` (A7, C5): ``90d``, ``12h``, seconds
+    api_key_ttl: int = Field(90 * 86400, alias="GARRISON_API_KEY_TTL", gt=0)
 
     # secrets (SECRET_SETTINGS)
     keyring_key: SecretStr | None = Field(None, alias="GARRISON_KEYRING_KEY")
@@ -240,6 +262,16 @@ class Settings(_Frozen):
     policy_dir: Path | None = Field(None, alias="GARRISON_POLICY_DIR")
     oidc: dict[str, OidcProviderDef] = Field(default_factory=dict)
     external_idps: dict[str, ExternalIdpDef] = Field(default_factory=dict)
+
+    @field_validator("api_key_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            seconds = duration_seconds(value)
+            if seconds is None:
+                raise ValueError("a positive duration: a number and s, m, h, d or w (e.g. 90d)")
+            return seconds
+        return value
 
     @model_validator(mode="after")
     def _routes_leave_garrison_paths_alone(self) -> Settings:

@@ -6,12 +6,13 @@ Requirements: A1, A7, A10, A11, A13, C1, C2, C5, Z3, Z4, Z5.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
 
-from garrison.config import SECRET_SETTINGS
+from garrison.config import GENERATED_SECRETS, SECRET_SETTINGS
 from garrison.config.checks import KNOWN_WEAK, production_problems, secret_problem
 from garrison.doctor import probe
 from garrison.doctor.context import DoctorContext
@@ -19,6 +20,7 @@ from garrison.doctor.model import Area, Outcome, Skip, failed, passed, skipped, 
 from garrison.doctor.registry import Checks
 from garrison.identity.passwords import verify_password
 from garrison.keys.keyring import DAY
+from garrison.keys.secret_ages import SecretAges
 from garrison.policy import policy_dir_for
 from garrison.policy.registry import registry_from_settings
 from garrison.policy.tables import run_policy_tests
@@ -41,10 +43,46 @@ ADMIN_ROLE = "admin"
     "(or a *_FILE path)",
 )
 def secrets_strong(ctx: DoctorContext) -> Outcome:
-    found = [p for p in production_problems(ctx.settings) if p.split(":")[0] in SECRET_SETTINGS]
+    found = [p for p in production_problems(ctx.settings) if p.split(":")[0] in GENERATED_SECRETS]
     if found:
         return failed("; ".join(found))
     return passed(f"{', '.join(SECRET_SETTINGS)} set and strong")
+
+
+@checks.add(
+    "identity.secret-rotation",
+    "Secrets rotated on schedule",
+    seeds=("000", "004"),
+    reqs=("C5",),
+    fix="generate a new value (`garrison secrets generate`) and restart with it; for "
+    "SECRET_ENCRYPTION_KEY keep the old value in GARRISON_SECRET_ENCRYPTION_KEYS_OLD and run "
+    "`garrison vault rewrap`",
+)
+def secret_rotation(ctx: DoctorContext) -> Outcome:
+    ages = SecretAges(ctx.database(), rotate_days=ctx.settings.key_rotate_days, clock=ctx.clock)
+    try:
+        found = [a for a in ages.report(ctx.settings) if a.state != "unset"]
+    except sa.exc.DBAPIError:
+        raise Skip("no secret_fingerprints table yet (run `garrison db upgrade`)") from None
+    if not found:
+        raise Skip("no secret setting is configured (development key files are not tracked)")
+    now = ctx.clock()
+    overdue = [
+        f"{a.name} first seen {(now - (a.first_seen_at or now)) / DAY:.0f} days ago"
+        for a in found
+        if a.overdue
+    ]
+    if overdue:
+        return failed(f"past the {ctx.settings.key_rotate_days}-day rotation: {'; '.join(overdue)}")
+    unseen = [a.name for a in found if a.state in {"unrecorded", "changed"}]
+    if unseen:
+        return warned(
+            f"not yet recorded by a start of `garrison serve`: {', '.join(unseen)} "
+            "(the first start with a value records when it was first seen)"
+        )
+    soonest = min((a for a in found if a.rotate_by), key=lambda a: a.rotate_by or 0.0)
+    due = time.strftime("%Y-%m-%d", time.gmtime(soonest.rotate_by or now))
+    return passed(f"{len(found)} secret(s) within rotation; next due: {soonest.name} by {due}")
 
 
 @checks.add(

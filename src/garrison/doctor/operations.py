@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import redis
 
-from garrison.config import SECRET_SETTINGS
+from garrison.config import GENERATED_SECRETS
 from garrison.config.checks import production_problems
 from garrison.doctor import probe
 from garrison.doctor.context import DoctorContext
@@ -21,7 +21,7 @@ from garrison.storage import migrate
 checks = Checks(Area.OPERATIONS)
 
 #: Production refusals that have a check of their own; any other one lands in ``other-refusals``.
-CLAIMED = frozenset({*SECRET_SETTINGS, "DATABASE_URL", "GARRISON_CORS_ORIGINS", "REDIS_URL"})
+CLAIMED = frozenset({*GENERATED_SECRETS, "DATABASE_URL", "GARRISON_CORS_ORIGINS", "REDIS_URL"})
 
 
 @checks.add(

@@ -1,5 +1,9 @@
 """API keys (A7): ``gk_<lookup>_<secret>``, shown once, stored as SHA-256, scoped, expiring.
 
+A key made without a lifetime gets the store's default (``GARRISON_API_KEY_TTL``, 90 days), and its
+public form carries ``rotate_by``: the date a replacement must be in place (C5). A key from before
+that default (no expiry) is due ``default_ttl`` after it was made; ``garrison doctor`` names it.
+
 The lookup part finds the row; the secret is compared in constant time against its hash. A key is
 bound to its user: a disabled user's keys stop working with the user.
 """
@@ -47,6 +51,7 @@ class ApiKey:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    rotate_by: float
 
     def public(self) -> dict[str, Any]:
         return {
@@ -58,10 +63,15 @@ class ApiKey:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "revoked_at": self.revoked_at,
+            "rotate_by": self.rotate_by,
         }
 
 
-def _key(row: Any) -> ApiKey:
+#: Lifetime of a key made without one, unless the store is given another (GARRISON_API_KEY_TTL).
+DEFAULT_TTL = 90 * 86400
+
+
+def _key(row: Any, default_ttl: int = DEFAULT_TTL) -> ApiKey:
     return ApiKey(
         row.id,
         row.user_id,
@@ -71,6 +81,7 @@ def _key(row: Any) -> ApiKey:
         row.created_at,
         row.expires_at,
         row.revoked_at,
+        row.expires_at if row.expires_at is not None else row.created_at + default_ttl,
     )
 
 
@@ -79,10 +90,18 @@ def _digest(secret: str) -> str:
 
 
 class ApiKeyStore:
-    def __init__(self, db: Database, bus: InvalidationBus, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: InvalidationBus,
+        clock: Clock = system_clock,
+        *,
+        default_ttl: int = DEFAULT_TTL,
+    ) -> None:
         self.db = db
         self.bus = bus
         self.clock = clock
+        self.default_ttl = default_ttl
 
     def create(
         self,
@@ -117,7 +136,7 @@ class ApiKeyStore:
                     scopes=sorted(set(scopes)),
                     tenant=tenant,
                     created_at=now,
-                    expires_at=now + expires_in if expires_in else None,
+                    expires_at=now + (expires_in or self.default_ttl),
                 )
             )
         return f"{PREFIX}{lookup}_{secret}", self.get(key_id)
@@ -129,7 +148,7 @@ class ApiKeyStore:
                 row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         if row is None:
             raise NotFoundError("no such API key")
-        return _key(row)
+        return _key(row, self.default_ttl)
 
     def list_for(self, user_id: str) -> list[ApiKey]:
         with self.db.begin() as conn:
@@ -138,7 +157,7 @@ class ApiKeyStore:
                 .where(api_keys.c.user_id == user_id)
                 .order_by(api_keys.c.created_at)
             )
-            return [_key(r) for r in rows]
+            return [_key(r, self.default_ttl) for r in rows]
 
     def authenticate(self, presented: str) -> ApiKey:
         """The live key behind ``presented``; one opaque 401 for every failure."""
@@ -151,7 +170,7 @@ class ApiKeyStore:
         expected = row.key_hash if row else _digest("")
         if not hmac.compare_digest(expected, _digest(secret)) or row is None:
             raise AuthenticationError("invalid API key", code="invalid_api_key")
-        key = _key(row)
+        key = _key(row, self.default_ttl)
         if key.revoked_at is not None or (key.expires_at and key.expires_at <= self.clock()):
             raise AuthenticationError("invalid API key", code="invalid_api_key")
         return key

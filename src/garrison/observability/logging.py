@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -84,3 +85,26 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 def configure_logging(level: str = "INFO") -> None:
     logging.config.dictConfig(logging_config(level))
+
+
+class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (so a replaced stream is followed); its
+    type marks the handler ``configure_cli_logging`` installed, so it is installed once."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def configure_cli_logging(level: str = "WARNING") -> None:
+    """Commands other than ``serve`` log through the same redacting JSON formatter (C6) instead
+    of Python's last-resort handler, which prints a message and its traceback unredacted."""
+    root = logging.getLogger()
+    if any(isinstance(h, _CliHandler) for h in root.handlers):
+        return
+    handler = _CliHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(level.upper())
+    root.addHandler(handler)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,10 +2,15 @@
 
 Stores take a ``Database`` and open short transactions with ``db.begin(tenant=...)``; on PostgreSQL
 that sets ``garrison.tenant`` for the transaction, which row-level security policies read (T4).
+
+Every engine hides statement parameters from its errors and logs (``hide_parameters``, C6): a failed
+INSERT into ``users`` would otherwise carry the row's argon2id hash into a traceback. Alembic runs on
+the same engine. The SQLite file and its directory are the owner's only (0600, 0700).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +18,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from garrison.audit.redact import redact_text
 from garrison.errors import ConfigError
+from garrison.storage.files import open_private, private_dir, tighten
+
+#: Seconds libpq waits for a connection unless the DSN says otherwise (its default is forever).
+CONNECT_TIMEOUT = 10
+#: SQLSTATE classes of a failure to reach or log in to the database (not of a statement).
+_CONNECT_SQLSTATES = ("08", "28", "3D", "57P")
 
 #: Value of ``garrison.tenant`` that lets a platform-scoped caller see every tenant's rows.
 ALL_TENANTS = "*"
@@ -47,9 +59,10 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(parsed.database))
             self.engine: Engine = sa.create_engine(
                 self.url,
+                hide_parameters=True,
                 connect_args={"timeout": 30, "check_same_thread": False},
                 pool_size=pool_size,
                 max_overflow=max_overflow,
@@ -58,8 +71,13 @@ class Database:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             sa.event.listen(self.engine, "begin", _sqlite_begin)
         elif self.dialect == "postgresql":
+            timeout = (
+                {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
+            )
             self.engine = sa.create_engine(
                 self.url,
+                hide_parameters=True,
+                connect_args=timeout,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_timeout=pool_timeout,
@@ -98,6 +116,42 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (in a 0700 directory) before SQLite does: SQLite gives its
+    -wal and -shm files the database file's mode, so all three stay the owner's."""
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(path.with_name(path.name + suffix))
+
+
+def connection_problem(exc: BaseException) -> str | None:
+    """``DATABASE_URL: cannot connect (...)`` when ``exc`` is a failure to reach or log in to the
+    database, else None. The reason is the driver's first line, without the URL or parameters."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return None
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if sqlstate is not None and not str(sqlstate).startswith(_CONNECT_SQLSTATES):
+        return None
+    if sqlstate is None and "sqlite" in type(orig).__module__ and "open" not in first:
+        return None  # a locked or busy SQLite file is not a connection problem
+    return (
+        f"DATABASE_URL: cannot connect ({redact_text(first.removeprefix('connection failed: '))})"
+    )
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for a database error, safe to print: the driver's message without its DETAIL
+    (which may quote a failing row) and without parameters (hidden by the engine anyway)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"database error: {redact_text(first)}"
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

@@ -89,6 +89,18 @@ signing_keys = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),  # emergency: verifies nothing
 )
 
+#: When each secret setting was first seen with its current value (C5): a keyed fingerprint (HMAC
+#: under the row's own random key), never the secret. See ``garrison.keys.secret_ages``.
+secret_fingerprints = sa.Table(
+    "secret_fingerprints",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("fp_key", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("first_seen_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,

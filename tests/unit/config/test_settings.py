@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from garrison.config import SECRET_SETTINGS, load_settings
+from garrison.config import GENERATED_SECRETS, SECRET_SETTINGS, load_settings
 from garrison.config.checks import secret_problem
 from garrison.errors import ConfigError
 from tests.support import base_env, run_cli
@@ -165,7 +165,7 @@ def test_secrets_generate_prints_values_production_accepts(tmp_path: Path) -> No
     import json
 
     values = json.loads(first.stdout)
-    assert set(values) == set(SECRET_SETTINGS)
+    assert set(values) == set(GENERATED_SECRETS)
     for name, value in values.items():
         assert secret_problem(name, value) is None
         assert value not in second.stdout  # fresh every time

@@ -20,6 +20,7 @@ from garrison.keys.keyring import DAY, Keyring
 from garrison.keys.sealing import new_secret
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
+from garrison.storage.schema import api_keys
 from tests.support import free_port
 from tests.unit.doctor.conftest import LoadSettings, RoleDatabase, production_env, run_ids
 
@@ -204,6 +205,10 @@ def test_api_keys_that_never_expire_or_are_old_are_reported(
 
     assert check(1)[0] is Status.PASS
     keys.create(owner.id, ("read",), tenant=None, name="forever")
+    with db.engine.begin() as conn:  # a key from before keys expired by default
+        conn.execute(
+            sa.update(api_keys).where(api_keys.c.name == "forever").values(expires_at=None)
+        )
     db.dispose()
     assert check(1) == (Status.WARN, "1 never expire (forever)")
     assert check(100) == (Status.WARN, "1 never expire (forever); 1 older than 90 days (forever)")

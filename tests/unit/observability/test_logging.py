@@ -105,3 +105,31 @@ def test_the_dict_config_is_valid_and_routes_uvicorn_through_json() -> None:
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+@pytest.mark.req("C6")
+def test_cli_commands_log_through_the_redacting_formatter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from garrison.observability.logging import configure_cli_logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    configure_cli_logging()
+    configure_cli_logging()  # once only
+    ours = [h for h in root.handlers if h not in before]
+    try:
+        assert len(ours) == 1
+        hashed = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+        try:
+            raise RuntimeError(f"Failing row contains (u-1, dave, {hashed}, null)")
+        except RuntimeError:
+            logging.getLogger("garrison.keys").warning("could not re-read keys", exc_info=True)
+    finally:
+        for handler in ours:
+            root.removeHandler(handler)
+    written = capsys.readouterr().err
+    assert "could not re-read keys" in written
+    assert "Failing row contains" in written  # the traceback is there, the hash is not
+    assert "argon2" not in written
+    assert json.loads(written.splitlines()[0])["level"] == "WARNING"
