@@ -12,7 +12,9 @@
     ├── PayloadTooLargeError      413
     ├── RateLimitedError          429: carries retry_after (seconds)
     │   └── ThrottledError        429: a failure budget (pair, account, ip) is spent
-    └── UnavailableError          503: a dependency is down and the action fails closed
+    ├── UnavailableError          503: a dependency is down and the action fails closed
+    ├── UpstreamError             502: the proxy's upstream failed
+    └── UpstreamTimeout           504: the proxy's upstream did not answer in time
 
 Domain packages raise these; only ``garrison.gateway`` turns them into HTTP.
 """
@@ -129,3 +131,19 @@ class UnavailableError(GarrisonError):
     status = 503
     code = "unavailable"
     title = "Service unavailable"
+
+
+class UpstreamError(GarrisonError):
+    """502: the built-in proxy's upstream could not be reached or answered badly."""
+
+    status = 502
+    code = "bad_gateway"
+    title = "Bad gateway"
+
+
+class UpstreamTimeout(GarrisonError):
+    """504: the built-in proxy's upstream did not answer in time."""
+
+    status = 504
+    code = "gateway_timeout"
+    title = "Gateway timeout"

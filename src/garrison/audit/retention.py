@@ -11,6 +11,8 @@ the delete is refused, and so is the prune, with that setting named.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -32,19 +34,11 @@ class PruneResult:
     cutoff: float
 
 
-def prune(
-    db: Database,
-    *,
-    cutoff: float,
-    now: float,
-    kid: str,
-    sign: Sign,
-    keys: KeyLookup,
-    seal: AuditSeal,
-) -> PruneResult:
-    """Delete every record before the first one at or after ``cutoff``; checkpoint the rest."""
+@contextlib.contextmanager
+def _as_migrator() -> Iterator[None]:
+    """Retention deletes audit records, which only the migrator may: name the setting if not."""
     try:
-        return _prune(db, cutoff=cutoff, now=now, kid=kid, sign=sign, keys=keys, seal=seal)
+        yield
     except sa.exc.DBAPIError as exc:
         if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
             raise
@@ -57,7 +51,7 @@ def prune(
         ) from None
 
 
-def _prune(
+def prune(
     db: Database,
     *,
     cutoff: float,
@@ -67,7 +61,8 @@ def _prune(
     keys: KeyLookup,
     seal: AuditSeal,
 ) -> PruneResult:
-    with db.begin(immediate=True) as conn:
+    """Delete every record before the first one at or after ``cutoff``; checkpoint the rest."""
+    with _as_migrator(), db.begin(immediate=True) as conn:
         lock_chain(db, conn)
         root_seq, _ = chain_root(conn)
         last = _last_prunable(conn, cutoff)

@@ -54,15 +54,16 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="Same forms as --s
 
 def _filter(
     svc: Services,
-    *,
     action: str | None,
     actor: str | None,
     tenant: str | None,
     outcome: str | None,
     since: str | None,
     until: str | None,
+    *,
     limit: int | None,
 ) -> q.AuditFilter:
+    """The filter the options give (the same for ``query`` and ``export``)."""
     now = svc.clock()
     return q.AuditFilter(
         action=action,
@@ -131,16 +132,7 @@ def query(
     """Search the audit log, newest first; --preset gives the ready-made queries."""
     svc = state(ctx).services()
     with errors_as_exit(as_json):
-        base = _filter(
-            svc,
-            action=action,
-            actor=actor,
-            tenant=tenant,
-            outcome=outcome,
-            since=since,
-            until=until,
-            limit=limit,
-        )
+        base = _filter(svc, action, actor, tenant, outcome, since, until, limit=limit)
         if preset is not None:
             ready = q.preset(preset.value, svc.clock(), actor=actor)
             base = _merge(ready, base)
@@ -200,16 +192,7 @@ def export(
         fail("--json needs --output FILE (the summary goes to stdout)", as_json=True, code=2)
     svc = state(ctx).services()
     with errors_as_exit(as_json):
-        f = _filter(
-            svc,
-            action=action,
-            actor=actor,
-            tenant=tenant,
-            outcome=outcome,
-            since=since,
-            until=until,
-            limit=None,
-        )
+        f = _filter(svc, action, actor, tenant, outcome, since, until, limit=None)
         total = q.count(svc.db, f)
         written = _export(svc, f, output, fmt, total, show=not as_json)
     summary = {"records": written, "format": fmt, "output": str(output)}

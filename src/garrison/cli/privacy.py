@@ -16,9 +16,7 @@ import typer
 
 from garrison.cli.context import operate
 from garrison.cli.output import emit, fail, out
-from garrison.cli.users import JsonOpt
-
-UserArg = Annotated[str, typer.Argument(help="Username or id.")]
+from garrison.cli.users import JsonOpt, UserArg
 
 
 def export(

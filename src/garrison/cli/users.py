@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol
 
 import typer
 
 from garrison.cli.context import cli_actor, operate
 from garrison.cli.output import emit, fail, out
 
-__all__ = ["JsonOpt", "app", "cli_actor", "keys_app"]
+
+class _Public(Protocol):
+    def public(self) -> dict[str, Any]: ...
+
+
+__all__ = ["JsonOpt", "UserArg", "app", "cli_actor", "keys_app"]
 
 app = typer.Typer(
     help="Users: create, list, disable, enable, set roles, revoke sessions, export, delete.",
@@ -19,6 +25,7 @@ app = typer.Typer(
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+UserArg = Annotated[str, typer.Argument(help="Username or id.")]
 
 
 @app.command("create")
@@ -75,13 +82,24 @@ def list_users(
         lambda admin, actor: admin.list_users(actor, tenant=tenant, all_tenants=all_tenants),
         as_json=as_json,
     )
+    _rows(
+        found,
+        as_json,
+        lambda u: (
+            f"{u.username:24} {','.join(u.roles):24} {u.tenant or '-':16} {u.id}"
+            + ("" if u.active else "  [disabled]")
+        ),
+    )
+
+
+def _rows(items: Sequence[_Public], as_json: bool, line: Callable[[Any], str]) -> None:
+    """A listing: one line per item for a person, their public forms with ``--json``."""
 
     def human() -> None:
-        for u in found:
-            flag = "" if u.active else "  [disabled]"
-            out.print(f"{u.username:24} {','.join(u.roles):24} {u.tenant or '-':16} {u.id}{flag}")
+        for item in items:
+            out.print(line(item))
 
-    emit([u.public() for u in found], as_json, human)
+    emit([item.public() for item in items], as_json, human)
 
 
 def _set_active(ctx: typer.Context, user_ref: str, active: bool, as_json: bool) -> None:
@@ -96,30 +114,24 @@ def _set_active(ctx: typer.Context, user_ref: str, active: bool, as_json: bool) 
     emit(user.public(), as_json, lambda: out.print(f"user {user.username} {word}"))
 
 
-@app.command("disable")
-def disable(
-    ctx: typer.Context,
-    user: Annotated[str, typer.Argument(help="Username or id.")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Disable a user now: every token and session stops working within a second."""
-    _set_active(ctx, user, False, as_json)
+def _toggle(active: bool, doc: str) -> None:
+    """``users disable`` and ``users enable``: the same use case, one switch."""
+
+    def command(ctx: typer.Context, user: UserArg, as_json: JsonOpt = False) -> None:
+        _set_active(ctx, user, active, as_json)
+
+    command.__doc__ = doc
+    app.command("enable" if active else "disable")(command)
 
 
-@app.command("enable")
-def enable(
-    ctx: typer.Context,
-    user: Annotated[str, typer.Argument(help="Username or id.")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Enable a disabled user (what disabling revoked stays revoked)."""
-    _set_active(ctx, user, True, as_json)
+_toggle(False, "Disable a user now: every token, session and API key stops within a second.")
+_toggle(True, "Enable a disabled user (what disabling revoked stays revoked).")
 
 
 @app.command("set-roles")
 def set_roles(
     ctx: typer.Context,
-    user: Annotated[str, typer.Argument(help="Username or id.")],
+    user: UserArg,
     role: Annotated[list[str], typer.Option("--role", help="Repeat for several roles.")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -140,7 +152,7 @@ def set_roles(
 @app.command("revoke-sessions")
 def revoke_sessions(
     ctx: typer.Context,
-    user: Annotated[str, typer.Argument(help="Username or id.")],
+    user: UserArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke every session, token and API key of a user (incident response)."""
@@ -220,10 +232,8 @@ def list_keys(
         lambda admin, actor: admin.list_api_keys(actor, user),
         as_json=as_json,
     )
-
-    def human() -> None:
-        for k in found:
-            status = "revoked" if k.revoked_at else "active"
-            out.print(f"{k.id} {status:8} {','.join(k.scopes)}")
-
-    emit([k.public() for k in found], as_json, human)
+    _rows(
+        found,
+        as_json,
+        lambda k: f"{k.id} {'revoked' if k.revoked_at else 'active':8} {','.join(k.scopes)}",
+    )

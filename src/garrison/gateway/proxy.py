@@ -27,7 +27,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garrison.admission import Attempt, Pipeline
 from garrison.config.settings import RouteDef
-from garrison.errors import BadRequestError, GarrisonError, PayloadTooLargeError
+from garrison.errors import (
+    BadRequestError,
+    GarrisonError,
+    PayloadTooLargeError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from garrison.gateway.forwarded import TrustedProxies, joined, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
 from garrison.gateway.raw import RawHeaders, header, send_error, single_header
@@ -93,18 +99,6 @@ _REWRITTEN = (
     | ROUTING_OVERRIDES
     | {b"host", b"x-forwarded-for", b"x-forwarded-proto"}
 )
-
-
-class UpstreamError(GarrisonError):
-    status = 502
-    code = "bad_gateway"
-    title = "Bad gateway"
-
-
-class UpstreamTimeout(GarrisonError):
-    status = 504
-    code = "gateway_timeout"
-    title = "Gateway timeout"
 
 
 class ClientDisconnected(Exception):

@@ -52,21 +52,19 @@ class AdminActions:
         users: UserStore,
         api_keys: ApiKeyStore,
         keyring: Keyring,
-        db: Database,
-        bus: InvalidationBus,
         audit: AuditSink,
-        clock: Clock,
         known_roles: Callable[[], frozenset[str]],
     ) -> None:
         self.pipeline = pipeline
         self.users = users
         self.api_keys = api_keys
         self.keyring = keyring
-        self.db = db
-        self.bus = bus
         self.audit = audit
-        self.clock = clock
         self.known_roles = known_roles
+        # one database, bus and clock: the users store's
+        self.db: Database = users.db
+        self.bus: InvalidationBus = users.bus
+        self.clock: Clock = users.clock
 
     # -- users -----------------------------------------------------------------------------------
     async def list_users(
