@@ -51,6 +51,9 @@ def test_the_shipped_tree_keeps_every_contract(tree: Path) -> None:
         ("identity/users.py", "import starlette.requests", "The domain never imports"),
         ("admission/pipeline.py", "import garrison.usecases", "Entry points, composition root"),
         ("gateway/routes/admin.py", "import garrison.privacy", "act through the use cases"),
+        ("ratelimit/rules.py", "from garrison.config import Settings", "never read the Settings"),
+        ("vault/keys.py", "import garrison.config.settings", "never read the Settings"),
+        ("policy/model.py", "from garrison.config.loader import load_settings", "never read the"),
     ],
 )
 def test_a_forbidden_import_breaks_the_build(
