@@ -1,6 +1,6 @@
 """Settings: defaults -> garrison.toml -> environment (and ``*_FILE``); frozen; checked once."""
 
-from garrison.config.loader import load_settings
+from garrison.config.loader import env_secret, load_settings
 from garrison.config.settings import SECRET_SETTINGS, Settings
 
-__all__ = ["SECRET_SETTINGS", "Settings", "load_settings"]
+__all__ = ["SECRET_SETTINGS", "Settings", "env_secret", "load_settings"]

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 from garrison.config.settings import SECRET_SETTINGS, Settings
+from garrison.config.strength import KNOWN_WEAK, MIN_SECRET_BYTES, secret_problem
 
-KNOWN_WEAK = frozenset(
-    {"dev-token", "changeme", "admin/changeme", "secret", "password", "admin", "test", "default"}
-)
-MIN_SECRET_BYTES = 32
+__all__ = [
+    "KNOWN_WEAK",
+    "MIN_SECRET_BYTES",
+    "database_problem",
+    "production_problems",
+    "secret_problem",
+]
+
 _SAFE_SSLMODES = {"require", "verify-ca", "verify-full"}
-
-
-def _entropy_bytes(value: str) -> float:
-    """Shannon estimate of a string's entropy, in bytes (a cheap bar, not a proof of strength)."""
-    if not value:
-        return 0.0
-    counts = Counter(value)
-    per_char = -sum((n / len(value)) * math.log2(n / len(value)) for n in counts.values())
-    return per_char * len(value) / 8
-
-
-def secret_problem(name: str, value: str | None) -> str | None:
-    if not value:
-        return f"{name}: missing (set {name} or {name}_FILE; `garrison secrets generate`)"
-    lowered = value.strip().lower()
-    if lowered in KNOWN_WEAK or any(weak in lowered for weak in ("changeme", "dev-token")):
-        return f"{name}: a known default or placeholder value"
-    if len(value.encode()) < MIN_SECRET_BYTES:
-        return f"{name}: shorter than {MIN_SECRET_BYTES} bytes"
-    if _entropy_bytes(value) < MIN_SECRET_BYTES * 0.5:
-        return f"{name}: too little entropy (repetitive or predictable)"
-    return None
 
 
 def database_problem(url: str) -> str | None:
