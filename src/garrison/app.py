@@ -2,6 +2,12 @@
 
 ``build_services`` is used by ``garrison serve`` (through ``gateway.asgi.create_app``) and by every
 CLI command, so both see the same database, keyring, bus and audit log.
+
+Each feature gets its own frozen configuration (``PolicyConfig``, ``RateLimitConfig``,
+``OidcConfig`` ...), built here once from the settings by the ``*_config`` functions at the end of
+this module; no domain package reads ``Settings`` or the environment (import-linter, and
+``tests/unit/ci/test_domain_environ.py``). Secrets the settings only name (an OIDC
+``client_secret_env``, an IdP's ``hs256_secret_env``) are read here, from ``environ``.
 """
 
 from __future__ import annotations
@@ -9,9 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
 
 import httpx
 import redis
@@ -24,14 +32,15 @@ from garrison.audit.event import AuditSink
 from garrison.audit.head import AuditSeal, HeadFile
 from garrison.audit.writer import AuditWriter
 from garrison.clock import Clock, system_clock
-from garrison.config import Settings
+from garrison.config import Settings, env_secret
+from garrison.config.defs import ExternalIdpDef
 from garrison.errors import ConfigError
 from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.authn import Authenticator
 from garrison.identity.cookies import SessionCookies
-from garrison.identity.external import build_external_tokens
+from garrison.identity.external import SUPABASE, ExternalIdpConfig, build_external_tokens
 from garrison.identity.jwks import FETCH_TIMEOUT
-from garrison.identity.oidc import OidcLogin, build_oidc_login
+from garrison.identity.oidc import Limits, OidcConfig, OidcLogin, build_oidc_login
 from garrison.identity.provisioning import Provisioner
 from garrison.identity.service import AuthService, Throttle
 from garrison.identity.sessions import SessionStore
@@ -40,7 +49,8 @@ from garrison.keys.keyring import Keyring
 from garrison.keys.sealing import derive_key, new_secret
 from garrison.observability.metrics import Metrics
 from garrison.observability.tracing import Tracing
-from garrison.policy import Authorizer
+from garrison.policy import Authorizer, PolicyConfig
+from garrison.policy.engine import DEFAULTS_DIR
 from garrison.ratelimit.failures import (
     FailurePolicy,
     FailureThrottle,
@@ -50,7 +60,7 @@ from garrison.ratelimit.failures import (
 from garrison.ratelimit.guard import RateGuard
 from garrison.ratelimit.lease import LeasedLimiter, LocalLimiter, RequestLimiter
 from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
-from garrison.ratelimit.rules import RateRules
+from garrison.ratelimit.rules import RateLimitConfig, RateRules
 from garrison.storage import migrate
 from garrison.storage.bus import InvalidationBus, RedisBus
 from garrison.storage.db import Database
@@ -58,9 +68,11 @@ from garrison.storage.files import private_dir
 from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
 from garrison.usecases import AdminActions
-from garrison.vault import KeySet, Vault
+from garrison.vault import KeySet, Vault, VaultConfig
+from garrison.vault.keys import split_old_keys
 
 log = logging.getLogger("garrison")
+_V = TypeVar("_V")
 
 
 @dataclass
@@ -190,8 +202,15 @@ def prepare_schema(settings: Settings, db: Database) -> None:
 
 
 def build_services(
-    settings: Settings, *, clock: Clock = system_clock, migrate_schema: bool = True
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    migrate_schema: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> Services:
+    """Every service; ``environ`` (default: the process environment) holds the secrets the
+    settings name indirectly."""
+    env = os.environ if environ is None else environ
     db = open_database(settings)
     if migrate_schema:
         prepare_schema(settings, db)
@@ -247,7 +266,7 @@ def build_services(
         clock=clock,
         audit=audit,
     )
-    authorizer = Authorizer.from_settings(settings)
+    authorizer = Authorizer.from_config(policy_config(settings))
     auth = AuthService(
         users,
         sessions,
@@ -259,7 +278,7 @@ def build_services(
                 RedisFailureStore(client, settings.redis_prefix)
                 if isinstance(limiter, RedisLimiter) and client is not None
                 else MemoryFailureStore(),
-                FailurePolicy.login(settings),
+                login_failure_policy(settings),
                 scope="login",
                 clock=clock,
             ),
@@ -271,10 +290,14 @@ def build_services(
     idp_http = httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)  # IdP traffic only
     provisioner = Provisioner(db, users, clock)
     authenticator.external = build_external_tokens(
-        settings, idp_http, provisioner, lambda: keyring.verifiers, clock=clock
+        external_idp_config(settings, env),
+        idp_http,
+        provisioner,
+        lambda: keyring.verifiers,
+        clock=clock,
     )
     oidc = build_oidc_login(
-        settings, idp_http, client, provisioner, auth, limiter, audit, clock=clock
+        oidc_config(settings, env), idp_http, client, provisioner, auth, limiter, audit, clock=clock
     )
     cookies = SessionCookies(
         derive_key(session_secret(settings), b"csrf"), settings.session_samesite
@@ -310,7 +333,7 @@ def build_services(
         authenticator=authenticator,
         auth=auth,
         authorizer=authorizer,
-        vault=Vault(db, KeySet.from_settings(settings, vault_secret(settings)), clock),
+        vault=Vault(db, KeySet.from_config(vault_config(settings)), clock),
         metrics=metrics,
         cookies=cookies,
         oidc=oidc,
@@ -340,8 +363,131 @@ def build_rate_guard(
     )
     return RateGuard(
         spender,
-        RateRules(settings),
+        RateRules(rate_limit_config(settings)),
         fail_open=settings.redis_fail_open,
         on_limited=metrics.rate_limited,
         on_error=metrics.limiter_errors.inc,
+    )
+
+
+# -- each feature's configuration, read from the settings here and only here --------------------
+def _frozen(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
+    """A read-only copy: a feature's config cannot be changed after it is built."""
+    return MappingProxyType(dict(mapping))
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    """The action registry ``garrison.toml`` declares, ``GARRISON_POLICY_DIR`` (relative to the
+    config file's folder; unset: the packaged set) and ``REQUIRE_JWT_FOR_ADMIN``."""
+    path = settings.policy_dir
+    if path is None:
+        path = DEFAULTS_DIR
+    elif not path.is_absolute() and settings.config_path is not None:
+        path = settings.config_path.parent / path
+    return PolicyConfig(
+        policy_dir=path,
+        roles=_frozen(settings.roles),
+        actions=_frozen(settings.actions),
+        routes=settings.routes,
+        jwt_required_for_admin=settings.jwt_required_for_admin,
+    )
+
+
+def rate_limit_config(settings: Settings) -> RateLimitConfig:
+    """``[rate_limits]`` and ``GARRISON_RATE_LIMIT_WINDOW_SEC`` / ``_PER_WINDOW`` (E3)."""
+    return RateLimitConfig(
+        groups=_frozen(settings.rate_limits),
+        window=settings.rate_limit_window_sec,
+        per_window=settings.rate_limit_per_window,
+    )
+
+
+def login_failure_policy(settings: Settings) -> FailurePolicy:
+    """The ``GARRISON_LOGIN_*`` budgets of the login throttle (A13)."""
+    return FailurePolicy(
+        per_pair=settings.login_max_failures,
+        per_account=settings.login_max_failures_per_account,
+        per_ip=settings.login_max_failures_per_ip,
+        window=settings.login_failure_window,
+        backoff_base=settings.login_backoff_base,
+        backoff_max=settings.login_backoff_max,
+    )
+
+
+def vault_config(settings: Settings) -> VaultConfig:
+    """``SECRET_ENCRYPTION_KEY`` (``vault_secret``) and the previous keys (V1, V3)."""
+    old = settings.secret_encryption_keys_old
+    return VaultConfig(
+        current_key=vault_secret(settings),
+        old_keys=tuple(split_old_keys(old.get_secret_value() if old else None)),
+        production=settings.production,
+    )
+
+
+def oidc_config(settings: Settings, environ: Mapping[str, str]) -> OidcConfig:
+    """``[oidc.<name>]`` with each ``client_secret_env`` read from ``environ`` (or its ``_FILE``),
+    and the ``GARRISON_OIDC_*`` limits (A11)."""
+    secrets = {
+        d.client_secret_env: value
+        for d in settings.oidc.values()
+        if d.client_secret_env and (value := env_secret(d.client_secret_env, environ)) is not None
+    }
+    return OidcConfig(
+        issuer=settings.issuer,
+        providers=_frozen(settings.oidc),
+        client_secrets=_frozen(secrets),
+        redis_prefix=settings.redis_prefix,
+        limits=Limits(
+            state_ttl=settings.oidc_state_ttl,
+            max_per_ip=settings.oidc_max_per_ip,
+            window=settings.oidc_window,
+            jwks_ttl=settings.jwks_cache_ttl,
+            jwks_refetch=settings.jwks_refetch_interval,
+            clock_skew=settings.clock_skew,
+        ),
+    )
+
+
+def supabase_def(settings: Settings) -> ExternalIdpDef | None:
+    """The ``SUPABASE_JWT_*`` shortcut of seed 001 as an IdP definition (None when unset)."""
+    if settings.supabase_jwt_secret is None:
+        return None
+    issuer = settings.supabase_jwt_issuer or (
+        settings.supabase_url.rstrip("/") + "/auth/v1" if settings.supabase_url else ""
+    )
+    admin = tuple(r.strip() for r in settings.supabase_admin_roles.split(",") if r.strip())
+    return ExternalIdpDef(
+        issuer=issuer,
+        audience=settings.supabase_jwt_aud,
+        hs256_secret_env="SUPABASE_JWT_SECRET",  # noqa: S106 - the variable name, not a value
+        role_claim="role",
+        admin_roles=admin,
+        role_map={"authenticated": "user"},
+        default_roles=(),
+    )
+
+
+def external_idp_config(settings: Settings, environ: Mapping[str, str]) -> ExternalIdpConfig:
+    """``[external_idps]`` plus the Supabase shortcut, each ``hs256_secret_env`` read from
+    ``environ`` (or its ``_FILE``; ``SUPABASE_JWT_SECRET`` falls back to the setting) (A10)."""
+    env = dict(environ)
+    idps = dict(settings.external_idps)
+    shortcut = supabase_def(settings)
+    if shortcut is not None:
+        idps.setdefault(SUPABASE, shortcut)
+        assert settings.supabase_jwt_secret is not None
+        env.setdefault("SUPABASE_JWT_SECRET", settings.supabase_jwt_secret.get_secret_value())
+    secrets = {
+        d.hs256_secret_env: value
+        for d in idps.values()
+        if d.hs256_secret_env and (value := env_secret(d.hs256_secret_env, env)) is not None
+    }
+    return ExternalIdpConfig(
+        own_issuer=settings.issuer,
+        idps=_frozen(idps),
+        secrets=_frozen(secrets),
+        jwks_ttl=settings.jwks_cache_ttl,
+        jwks_refetch=settings.jwks_refetch_interval,
+        clock_skew=settings.clock_skew,
+        production=settings.production,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -27,7 +28,7 @@ class CliState:
     def load(self, *, check_production: bool = True) -> Settings:
         if self.settings is None:
             with errors_as_exit():
-                self.settings = load_settings(check_production=check_production)
+                self.settings = load_settings(os.environ, check_production=check_production)
         return self.settings
 
     def services(self, *, migrate_schema: bool = True) -> Services:

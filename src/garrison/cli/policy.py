@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
+from garrison.app import policy_config
 from garrison.cli.context import state
 from garrison.cli.output import emit, errors_as_exit, fail, out
 from garrison.config import Settings, load_settings
-from garrison.policy import policy_dir_for
-from garrison.policy.registry import Registry, load_registry_file, registry_from_settings
+from garrison.policy.registry import Registry, load_registry_file, registry_for
 from garrison.policy.tables import TestReport, run_policy_tests
 
 app = typer.Typer(help="Policies: run their unit tests.", no_args_is_help=True)
@@ -44,13 +44,16 @@ def run_tests(ctx: typer.Context, path: PathArg = None, as_json: JsonOpt = False
 
 def _target(ctx: typer.Context, path: Path | None) -> tuple[Registry, Path]:
     if path is not None and path.is_file():
-        chosen = load_settings({"GARRISON_CONFIG": str(path)}, check_production=False)
-        return registry_from_settings(chosen), policy_dir_for(chosen)
+        chosen = policy_config(
+            load_settings({"GARRISON_CONFIG": str(path)}, check_production=False)
+        )
+        return registry_for(chosen), chosen.policy_dir
     settings: Settings = state(ctx).load(check_production=False)
+    config = policy_config(settings)
     if path is None:
-        return registry_from_settings(settings), policy_dir_for(settings)
+        return registry_for(config), config.policy_dir
     own = path / "registry.toml"
-    return (load_registry_file(own) if own.is_file() else registry_from_settings(settings)), path
+    return (load_registry_file(own) if own.is_file() else registry_for(config)), path
 
 
 def _print(report: TestReport) -> None:

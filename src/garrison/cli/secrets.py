@@ -12,6 +12,7 @@ from garrison.app import open_database
 from garrison.cli.context import state
 from garrison.cli.output import emit, errors_as_exit, out
 from garrison.config import GENERATED_SECRETS
+from garrison.config.secret_values import secret_values
 from garrison.keys.sealing import new_secret
 from garrison.keys.secret_ages import SecretAge, SecretAges, judge
 
@@ -48,12 +49,14 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     settings = state(ctx).load(check_production=False)
     rotate_days = settings.key_rotate_days
     if not settings.database_url and not (settings.data_dir / "garrison.db").exists():
-        ages = judge(settings, {}, now=time.time(), rotate_days=rotate_days)  # nothing recorded
+        ages = judge(
+            secret_values(settings), {}, now=time.time(), rotate_days=rotate_days
+        )  # nothing recorded
     else:
         with errors_as_exit(as_json):
             db = open_database(settings)
             try:
-                ages = SecretAges(db, rotate_days=rotate_days).report(settings)
+                ages = SecretAges(db, rotate_days=rotate_days).report(secret_values(settings))
             finally:
                 db.dispose()
 

@@ -12,7 +12,8 @@ import uvicorn
 from garrison.app import Services
 from garrison.cli.context import state
 from garrison.cli.output import err, errors_as_exit
-from garrison.keys.secret_ages import SecretAges, configured_values
+from garrison.config.secret_values import configured_values
+from garrison.keys.secret_ages import SecretAges
 from garrison.observability.logging import logging_config
 from garrison.storage.db import error_summary
 

@@ -1,6 +1,6 @@
 """Settings: defaults -> garrison.toml -> environment (and ``*_FILE``); frozen; checked once."""
 
-from garrison.config.loader import load_settings
+from garrison.config.loader import env_secret, load_settings
 from garrison.config.settings import (
     GENERATED_SECRETS,
     OPTIONAL_SECRET_SETTINGS,
@@ -13,5 +13,6 @@ __all__ = [
     "OPTIONAL_SECRET_SETTINGS",
     "SECRET_SETTINGS",
     "Settings",
+    "env_secret",
     "load_settings",
 ]

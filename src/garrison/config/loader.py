@@ -7,7 +7,6 @@ file that holds the value (Docker and Kubernetes secrets). ``.env`` is read only
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,13 +83,16 @@ def _split_lists(values: dict[str, Any]) -> None:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str],
     *,
     overrides: Mapping[str, Any] | None = None,
     check_production: bool = True,
 ) -> Settings:
-    """Read, merge and validate settings; raise ``ConfigError`` listing every problem at once."""
-    env = dict(os.environ if environ is None else environ)
+    """Read, merge and validate settings; raise ``ConfigError`` listing every problem at once.
+
+    ``environ`` is the process environment, handed over by the entry point (``garrison serve``,
+    the CLI): nothing below the entry points reads ``os.environ`` (C1)."""
+    env = dict(environ)
     problems: list[str] = []
     if env.get("GARRISON_ENV", "development") != "production":
         dotenv_path = Path(env.get("GARRISON_DOTENV", ".env"))
@@ -141,6 +143,21 @@ def _without_invalid(merged: dict[str, Any], exc: PydanticValidationError) -> Se
         return Settings.model_validate({k: v for k, v in merged.items() if k not in bad})
     except PydanticValidationError:
         return None
+
+
+def env_secret(name: str, environ: Mapping[str, str]) -> str | None:
+    """A secret named indirectly (an OIDC ``client_secret_env``, an IdP's ``hs256_secret_env``):
+    ``NAME``, or the content of the file ``NAME_FILE`` names (C1); None when neither is set."""
+    if name in environ:
+        return environ[name]
+    path = environ.get(f"{name}_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ConfigError([f"{name}_FILE: cannot read {path}: {exc.strerror}"]) from None
+    return None
 
 
 def _describe(err: Mapping[str, Any]) -> str:

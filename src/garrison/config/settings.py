@@ -1,4 +1,5 @@
-"""The frozen, validated settings every part of Garrison reads.
+"""The frozen, validated settings: read by the entry points and the composition root
+(``garrison.app``), which gives each feature its own frozen config; the domain never imports them.
 
 Settings are built once at start-up (``garrison.config.load_settings``) and never read again from
 the environment; a bad value fails the start, not a request. Field aliases are the public setting
@@ -12,9 +13,32 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from garrison.config.defs import (
+    ActionDef,
+    ExternalIdpDef,
+    FrozenModel,
+    OidcProviderDef,
+    RateLimitDef,
+    RoleDef,
+    RouteDef,
+)
 from garrison.paths import AmbiguousPath, route_prefix
+
+__all__ = [
+    "RESERVED_PATHS",
+    "SECRET_SETTINGS",
+    "ActionDef",
+    "Env",
+    "ExternalIdpDef",
+    "OidcProviderDef",
+    "RateLimitDef",
+    "RoleDef",
+    "RouteDef",
+    "Settings",
+    "SigningAlg",
+]
 
 Env = Literal["development", "production"]
 SigningAlg = Literal["RS256", "ES256", "EdDSA"]
@@ -47,87 +71,6 @@ def duration_seconds(text: str) -> int | None:
     return seconds or None
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class RoleDef(_Frozen):
-    """A role; ``includes`` names the roles whose permissions it inherits."""
-
-    includes: tuple[str, ...] = ()
-    description: str = ""
-
-
-class ActionDef(_Frozen):
-    """A registered action (Z2): a handler name (``ticket.close``) or a proxied route."""
-
-    requires_auth: bool = True
-    required_roles: tuple[str, ...] = ()
-    required_params: tuple[str, ...] = ()
-    own_resources_only: bool = False
-    #: roles that may act on anyone's resources although the action is own-resources-only
-    owner_exempt_roles: tuple[str, ...] = ()
-    #: platform-wide (metrics, audit verify, key rotation): a tenant-bound identity, or any
-    #: identity acting in a tenant, is refused
-    platform_only: bool = False
-    #: about the caller itself (who am I, log out, ask about myself): any credential may, an API
-    #: key whatever its scopes
-    self_service: bool = False
-    description: str = ""
-
-
-class RouteDef(_Frozen):
-    """A route of the action registry / built-in proxy: path prefix -> action (and upstream)."""
-
-    prefix: str
-    action: str
-    methods: tuple[str, ...] = ()
-    upstream: str | None = None
-    max_body_bytes: int | None = Field(None, ge=1)
-    rate_limit_group: str | None = None
-    required_roles: tuple[str, ...] = ()  # any one of them (checked besides the policy)
-    strip_prefix: bool = False  # proxy: send ``/api/x`` as ``/x`` to the upstream
-    #: match the prefix ignoring letter case, for a backend that does (``/API/x`` is ``/api/x``);
-    #: otherwise a path that matches only so is refused (``gateway.paths``)
-    case_insensitive: bool = False
-
-
-class RateLimitDef(_Frozen):
-    """A route group's limit: ``rate_limit_per_window`` hits per ``rate_limit_window_sec``."""
-
-    rate_limit_window_sec: int = Field(60, gt=0)
-    rate_limit_per_window: int = Field(600, gt=0)
-    key: Literal["identity", "ip", "api_key", "tenant"] = "identity"
-    prefixes: tuple[str, ...] = ()
-
-
-class OidcProviderDef(_Frozen):
-    """An OIDC provider for browser login (A11). The client secret is read from the environment
-    variable ``client_secret_env`` (or its ``_FILE``); none means a public client (PKCE only)."""
-
-    issuer: str
-    client_id: str
-    client_secret_env: str = ""
-    scopes: tuple[str, ...] = ("openid", "email")
-    redirect_uri: str = ""  # default: {GARRISON_ISSUER}/auth/oidc/{name}/callback
-    post_login_url: str = "/"  # where the browser goes once the session cookie is set
-    default_roles: tuple[str, ...] = ("user",)  # roles of a JIT-provisioned user
-
-
-class ExternalIdpDef(_Frozen):
-    """An external IdP whose tokens are accepted (A10): HS256 secret or a JWKS URL."""
-
-    issuer: str = ""
-    audience: str = ""
-    hs256_secret_env: str = ""
-    jwks_url: str = ""
-    role_claim: str = "role"  # a dotted path (``app_metadata.roles``); a string or a list
-    admin_roles: tuple[str, ...] = ()
-    role_map: dict[str, str] = Field(default_factory=dict)
-    default_roles: tuple[str, ...] = ("user",)  # always granted to a verified identity
-    tenant_claim: str = ""  # claim naming the tenant; empty: platform-scoped identities
-
-
 #: Garrison's own path namespaces. A proxied route may not cover one (nor sit inside one): the
 #: built-in proxy runs before Garrison's routes, so ``prefix = "/"`` would hand /auth/login to an
 #: upstream. A test checks every route the app serves starts with one of these.
@@ -156,7 +99,7 @@ def _overlaps(prefix: str, reserved: str, *, case_insensitive: bool = False) -> 
     return p == reserved or reserved.startswith(p + "/") or p.startswith(reserved + "/")
 
 
-class Settings(_Frozen):
+class Settings(FrozenModel):
     env: Env = Field("development", alias="GARRISON_ENV")
     data_dir: Path = Field(Path(".garrison"), alias="GARRISON_DATA_DIR")
     config_path: Path | None = Field(None, alias="GARRISON_CONFIG")

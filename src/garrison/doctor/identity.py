@@ -12,8 +12,10 @@ from urllib.parse import urlsplit
 import httpx
 import sqlalchemy as sa
 
+from garrison.app import policy_config
 from garrison.config import GENERATED_SECRETS, SECRET_SETTINGS
 from garrison.config.checks import KNOWN_WEAK, production_problems, secret_problem
+from garrison.config.secret_values import secret_values
 from garrison.doctor import probe
 from garrison.doctor.context import DoctorContext
 from garrison.doctor.model import Area, Outcome, Skip, failed, passed, skipped, warned
@@ -21,8 +23,7 @@ from garrison.doctor.registry import Checks
 from garrison.identity.passwords import verify_password
 from garrison.keys.keyring import DAY
 from garrison.keys.secret_ages import SecretAges
-from garrison.policy import policy_dir_for
-from garrison.policy.registry import registry_from_settings
+from garrison.policy.registry import registry_for
 from garrison.policy.tables import run_policy_tests
 from garrison.storage.schema import api_keys, users
 
@@ -61,7 +62,7 @@ def secrets_strong(ctx: DoctorContext) -> Outcome:
 def secret_rotation(ctx: DoctorContext) -> Outcome:
     ages = SecretAges(ctx.database(), rotate_days=ctx.settings.key_rotate_days, clock=ctx.clock)
     try:
-        found = [a for a in ages.report(ctx.settings) if a.state != "unset"]
+        found = [a for a in ages.report(secret_values(ctx.settings)) if a.state != "unset"]
     except sa.exc.DBAPIError:
         raise Skip("no secret_fingerprints table yet (run `garrison db upgrade`)") from None
     if not found:
@@ -257,7 +258,8 @@ def _https_or_loopback(url: str) -> bool:
     fix="run `garrison policy test` and fix the policies or tables it names",
 )
 def policy_tests(ctx: DoctorContext) -> Outcome:
-    report = run_policy_tests(registry_from_settings(ctx.settings), policy_dir_for(ctx.settings))
+    config = policy_config(ctx.settings)
+    report = run_policy_tests(registry_for(config), config.policy_dir)
     if not report.ok:
         names = [r.case.name for r in report.failed][:5]
         detail = list(report.problems[:3]) + ([f"failing: {', '.join(names)}"] if names else [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 from starlette.types import ASGIApp
 
@@ -16,7 +17,7 @@ GC_YOUNG_THRESHOLD = 20_000
 
 
 def factory() -> ASGIApp:
-    settings = load_settings()
+    settings = load_settings(os.environ)
     app = create_app(build_services(settings))
     tune_gc()
     return app

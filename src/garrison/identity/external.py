@@ -18,7 +18,6 @@ there is gone here at the token's next renewal). Each identity gets a local user
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Container, Mapping
@@ -28,9 +27,8 @@ from typing import Any
 import httpx
 
 from garrison.clock import Clock, system_clock
-from garrison.config import Settings
-from garrison.config.checks import secret_problem
-from garrison.config.settings import ExternalIdpDef
+from garrison.config.defs import ExternalIdpDef
+from garrison.config.strength import secret_problem
 from garrison.errors import ConfigError
 from garrison.identity.jwks import RemoteJwks
 from garrison.identity.provisioning import Provisioner, usable_email
@@ -188,56 +186,30 @@ class ExternalTokens:
 
 
 # -- configuration ----------------------------------------------------------------------------
-def env_secret(name: str, environ: Mapping[str, str]) -> str | None:
-    """``NAME`` or the content of the file ``NAME_FILE`` names (C1)."""
-    if name in environ:
-        return environ[name]
-    path = environ.get(f"{name}_FILE")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return fh.read().strip()
-        except OSError as exc:
-            raise ConfigError([f"{name}_FILE: cannot read {path}: {exc.strerror}"]) from None
-    return None
+@dataclass(frozen=True, slots=True)
+class ExternalIdpConfig:
+    """What external-token checking reads from the settings, built once by the composition root
+    (issue 8): the ``[external_idps]`` (with the ``SUPABASE_JWT_*`` shortcut as ``supabase``), their
+    HS256 secrets by the variable name each ``hs256_secret_env`` gives (resolved from the
+    environment, or its ``_FILE``), Garrison's own issuer (never routed here) and the JWKS and
+    clock settings."""
 
-
-def supabase_def(settings: Settings) -> ExternalIdpDef | None:
-    """The ``SUPABASE_JWT_*`` shortcut of seed 001 as an IdP definition (None when unset)."""
-    if settings.supabase_jwt_secret is None:
-        return None
-    issuer = settings.supabase_jwt_issuer or (
-        settings.supabase_url.rstrip("/") + "/auth/v1" if settings.supabase_url else ""
-    )
-    admin = tuple(r.strip() for r in settings.supabase_admin_roles.split(",") if r.strip())
-    return ExternalIdpDef(
-        issuer=issuer,
-        audience=settings.supabase_jwt_aud,
-        hs256_secret_env="SUPABASE_JWT_SECRET",  # noqa: S106 - the variable name, not a value
-        role_claim="role",
-        admin_roles=admin,
-        role_map={"authenticated": "user"},
-        default_roles=(),
-    )
+    own_issuer: str
+    idps: Mapping[str, ExternalIdpDef] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    jwks_ttl: int = 3600
+    jwks_refetch: int = 30
+    clock_skew: int = 30
+    #: a weak HS256 secret is refused in production (C2); an empty one always
+    production: bool = False
 
 
 def build_idps(
-    settings: Settings,
-    http: httpx.Client,
-    *,
-    environ: Mapping[str, str] | None = None,
-    clock: Clock = system_clock,
+    config: ExternalIdpConfig, http: httpx.Client, *, clock: Clock = system_clock
 ) -> list[ExternalIdp]:
     """Every configured IdP; ``ConfigError`` naming every unusable one at once."""
-    env = dict(os.environ if environ is None else environ)
-    defs = dict(settings.external_idps)
-    shortcut = supabase_def(settings)
-    if shortcut is not None:
-        defs.setdefault(SUPABASE, shortcut)
-        assert settings.supabase_jwt_secret is not None
-        env.setdefault("SUPABASE_JWT_SECRET", settings.supabase_jwt_secret.get_secret_value())
     problems: list[str] = []
-    idps = [_build(name, d, env, http, settings, clock, problems) for name, d in defs.items()]
+    idps = [_build(name, d, config, http, clock, problems) for name, d in config.idps.items()]
     if problems:
         raise ConfigError(problems)
     return [idp for idp in idps if idp is not None]
@@ -246,9 +218,8 @@ def build_idps(
 def _build(
     name: str,
     d: ExternalIdpDef,
-    env: Mapping[str, str],
+    config: ExternalIdpConfig,
     http: httpx.Client,
-    settings: Settings,
     clock: Clock,
     problems: list[str],
 ) -> ExternalIdp | None:
@@ -267,15 +238,15 @@ def _build(
         jwks = RemoteJwks(
             d.jwks_url,
             http,
-            ttl=settings.jwks_cache_ttl,
-            min_refetch=settings.jwks_refetch_interval,
+            ttl=config.jwks_ttl,
+            min_refetch=config.jwks_refetch,
             clock=clock,
         )
         lookup, policy = jwks.key, keyset_policy
     else:
-        secret = env_secret(d.hs256_secret_env, env)
+        secret = config.secrets.get(d.hs256_secret_env)
         problem = secret_problem(d.hs256_secret_env, secret)
-        if not secret or (problem and settings.production):  # an empty key signs for anyone
+        if not secret or (problem and config.production):  # an empty key signs for anyone
             problems.append(problem or f"{d.hs256_secret_env}: missing")
             return None
         key = hs256_key(secret.encode())  # one key: whatever kid a token names, this one checks
@@ -284,7 +255,7 @@ def _build(
         return None  # reported above
     return ExternalIdp(
         name=name,
-        decoder=JwsDecoder(policy(d.issuer, d.audience, settings.clock_skew), lookup),
+        decoder=JwsDecoder(policy(d.issuer, d.audience, config.clock_skew), lookup),
         role_claim=d.role_claim,
         admin_roles=frozenset(d.admin_roles),
         role_map=dict(d.role_map),
@@ -294,7 +265,7 @@ def _build(
 
 
 def build_external_tokens(
-    settings: Settings,
+    config: ExternalIdpConfig,
     http: httpx.Client,
     provisioner: Provisioner,
     own_kids: Callable[[], Container[str]],
@@ -302,13 +273,13 @@ def build_external_tokens(
     clock: Clock = system_clock,
 ) -> ExternalTokens | None:
     """The external-token verifier for ``identity.authn``; None when no IdP is configured."""
-    idps = build_idps(settings, http, clock=clock)
+    idps = build_idps(config, http, clock=clock)
     if not idps:
         return None
     return ExternalTokens(
         idps,
         provisioner,
-        own_issuer=settings.issuer,
+        own_issuer=config.own_issuer,
         own_kids=own_kids,
         clock=clock,
     )

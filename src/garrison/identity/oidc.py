@@ -27,12 +27,11 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
 import re
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -41,7 +40,7 @@ import redis
 
 from garrison.audit.event import AuditSink, Outcome
 from garrison.clock import Clock, system_clock
-from garrison.config import Settings
+from garrison.config.defs import OidcProviderDef
 from garrison.errors import (
     AuthenticationError,
     ConfigError,
@@ -50,7 +49,6 @@ from garrison.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from garrison.identity.external import env_secret
 from garrison.identity.jwks import FETCH_TIMEOUT, RemoteJwks, fetch_json
 from garrison.identity.provisioning import Provisioner
 from garrison.identity.service import AuthService, Client, TokenPair
@@ -115,14 +113,11 @@ def _trusted_url(url: object) -> bool:
         return parts.hostname == "localhost"
 
 
-def build_providers(
-    settings: Settings, environ: Mapping[str, str] | None = None
-) -> dict[str, OidcProvider]:
+def build_providers(config: OidcConfig) -> dict[str, OidcProvider]:
     """Every ``[oidc.<name>]`` provider; ``ConfigError`` naming every problem at once."""
-    env = os.environ if environ is None else environ
     problems: list[str] = []
     found: dict[str, OidcProvider] = {}
-    for name, d in settings.oidc.items():
+    for name, d in config.providers.items():
         where = f"oidc.{name}"
         if not _NAME.match(name):
             problems.append(f"{where}: a provider name is 1-32 of a-z, 0-9, '_' or '-'")
@@ -132,10 +127,10 @@ def build_providers(
             problems.append(f"{where}.client_id: required")
         if "openid" not in d.scopes:
             problems.append(f"{where}.scopes: must include 'openid'")
-        secret = env_secret(d.client_secret_env, env) if d.client_secret_env else None
+        secret = config.client_secrets.get(d.client_secret_env) if d.client_secret_env else None
         if d.client_secret_env and not secret:
             problems.append(f"{d.client_secret_env}: missing (client secret of {where})")
-        base = settings.issuer.rstrip("/")
+        base = config.issuer.rstrip("/")
         found[name] = OidcProvider(
             name=name,
             issuer=d.issuer,
@@ -238,6 +233,20 @@ class Limits:
     jwks_ttl: int = 3600
     jwks_refetch: int = 30
     clock_skew: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class OidcConfig:
+    """What OIDC login reads from the settings, built once by the composition root (issue 8):
+    the ``[oidc.<name>]`` providers, their client secrets by the variable name each
+    ``client_secret_env`` gives (resolved from the environment, or its ``_FILE``), Garrison's own
+    issuer (the default redirect URIs), the Redis key prefix of the login state, and the limits."""
+
+    issuer: str
+    providers: Mapping[str, OidcProviderDef] = field(default_factory=dict)
+    client_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    redis_prefix: str = "garrison"
+    limits: Limits = field(default_factory=Limits)
 
 
 class OidcLogin:
@@ -506,7 +515,7 @@ def _form(value: str) -> str:
 
 
 def build_oidc_login(
-    settings: Settings,
+    config: OidcConfig,
     http: httpx.Client,
     redis_client: redis.Redis | None,
     provisioner: Provisioner,
@@ -518,18 +527,18 @@ def build_oidc_login(
 ) -> OidcLogin:
     """The OIDC login service; state in Redis when ``REDIS_URL`` is set, else in memory."""
     store: StateStore = (
-        RedisStateStore(redis_client, settings.redis_prefix)
+        RedisStateStore(redis_client, config.redis_prefix)
         if redis_client is not None
         else MemoryStateStore(clock)
     )
-    limits = Limits(
-        state_ttl=settings.oidc_state_ttl,
-        max_per_ip=settings.oidc_max_per_ip,
-        window=settings.oidc_window,
-        jwks_ttl=settings.jwks_cache_ttl,
-        jwks_refetch=settings.jwks_refetch_interval,
-        clock_skew=settings.clock_skew,
-    )
     return OidcLogin(
-        build_providers(settings), store, http, provisioner, auth, limiter, audit, limits, clock
+        build_providers(config),
+        store,
+        http,
+        provisioner,
+        auth,
+        limiter,
+        audit,
+        config.limits,
+        clock,
     )

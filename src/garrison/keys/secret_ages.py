@@ -23,40 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import SecretStr
 from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.clock import Clock, system_clock
-from garrison.config import OPTIONAL_SECRET_SETTINGS, SECRET_SETTINGS, Settings
 from garrison.storage.db import Database
 from garrison.storage.schema import secret_fingerprints
 
 DAY = 86400.0
 _CONTEXT = b"garrison secret fingerprint v1\x00"
-#: Secret settings that are not tracked: previous vault keys are on their way out, not in use.
-_UNTRACKED = frozenset({"GARRISON_SECRET_ENCRYPTION_KEYS_OLD"})
-
-
-def tracked_settings() -> tuple[str, ...]:
-    """Every secret setting (a ``SecretStr`` field), in a stable order: required ones first."""
-    names = [
-        info.alias
-        for info in Settings.model_fields.values()
-        if info.alias and info.annotation == (SecretStr | None) and info.alias not in _UNTRACKED
-    ]
-    first = [*SECRET_SETTINGS, *OPTIONAL_SECRET_SETTINGS]
-    return (*first, *sorted(n for n in names if n not in first))
-
-
-def configured_values(settings: Settings) -> dict[str, str]:
-    """The tracked secrets this configuration sets, by setting name."""
-    by_alias = {info.alias: name for name, info in Settings.model_fields.items() if info.alias}
-    found: dict[str, str] = {}
-    for alias in tracked_settings():
-        value = getattr(settings, by_alias[alias])
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            found[alias] = value.get_secret_value()
-    return found
 
 
 def fingerprint(key: bytes, name: str, value: str) -> str:
@@ -126,7 +100,7 @@ class SecretAges:
                     .values(**fresh)
                 )
 
-    def report(self, settings: Settings) -> list[SecretAge]:
+    def report(self, secrets: SecretValues) -> list[SecretAge]:
         """Every tracked setting's age, judged against this configuration's values (read-only;
         before the migration that makes the table, every set secret is unrecorded)."""
         with self.db.begin() as conn:
@@ -135,16 +109,25 @@ class SecretAges:
                 if sa.inspect(conn).has_table(secret_fingerprints.name)
                 else {}
             )
-        return judge(settings, rows, now=self.clock(), rotate_days=self.rotate_days)
+        return judge(secrets, rows, now=self.clock(), rotate_days=self.rotate_days)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValues:
+    """The secret settings to track (in report order) and the values this configuration sets:
+    built by ``garrison.config.secret_values`` from the settings, so this module never sees them."""
+
+    names: tuple[str, ...]
+    values: Mapping[str, str]
 
 
 def judge(
-    settings: Settings, rows: Mapping[str, Any], *, now: float, rotate_days: int
+    secrets: SecretValues, rows: Mapping[str, Any], *, now: float, rotate_days: int
 ) -> list[SecretAge]:
     """Ages of the tracked settings from recorded rows (name -> row)."""
-    values = configured_values(settings)
+    values = secrets.values
     out = []
-    for name in tracked_settings():
+    for name in secrets.names:
         row = rows.get(name)
         value = values.get(name)
         if value is None:

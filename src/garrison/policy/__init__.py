@@ -5,7 +5,8 @@ reasons of a deny and the ``policy_version`` that decided. ``match_route`` maps 
 its registered action; ``permissions_for`` lists what roles grant (the JWT ``permissions`` claim).
 """
 
-from garrison.policy.authorizer import Authorizer, policy_dir_for
+from garrison.policy.authorizer import Authorizer
+from garrison.policy.config import PolicyConfig
 from garrison.policy.engine import PolicyLoadError
 from garrison.policy.model import Decision, Resource, RouteMatch
 from garrison.policy.registry import Registry
@@ -13,9 +14,9 @@ from garrison.policy.registry import Registry
 __all__ = [
     "Authorizer",
     "Decision",
+    "PolicyConfig",
     "PolicyLoadError",
     "Registry",
     "Resource",
     "RouteMatch",
-    "policy_dir_for",
 ]

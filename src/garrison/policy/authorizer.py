@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from garrison.config.settings import RouteDef, Settings
+from garrison.config.defs import RouteDef
+from garrison.policy.config import PolicyConfig
 from garrison.policy.engine import (
     ACTION_UID,
-    DEFAULTS_DIR,
     PolicyBundle,
     PolicyLoadError,
     fingerprint,
     load_bundle,
 )
 from garrison.policy.model import NO_FACTS, Decision, RequestFacts, Resource, RouteMatch
-from garrison.policy.registry import Registry, registry_from_settings
+from garrison.policy.registry import Registry, registry_for
 from garrison.principal import Principal
 
 log = logging.getLogger("garrison.policy")
@@ -42,16 +42,6 @@ class _State:
     bundle: PolicyBundle
     version: str
     cache: dict[Hashable, Decision] = field(default_factory=dict)
-
-
-def policy_dir_for(settings: Settings) -> Path:
-    """``GARRISON_POLICY_DIR`` (relative to the config file's folder), or the packaged set."""
-    if settings.policy_dir is None:
-        return DEFAULTS_DIR
-    path = settings.policy_dir
-    if not path.is_absolute() and settings.config_path is not None:
-        path = settings.config_path.parent / path
-    return path
 
 
 class Authorizer:
@@ -74,12 +64,12 @@ class Authorizer:
         self._state = self._build(registry, load_bundle(policy_dir))
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, cache_size: int = 65_536) -> Authorizer:
+    def from_config(cls, config: PolicyConfig, *, cache_size: int = 65_536) -> Authorizer:
         return cls(
-            registry_from_settings(settings),
-            policy_dir_for(settings),
+            registry_for(config),
+            config.policy_dir,
             cache_size=cache_size,
-            jwt_required_for_admin=settings.jwt_required_for_admin,
+            jwt_required_for_admin=config.jwt_required_for_admin,
         )
 
     @property

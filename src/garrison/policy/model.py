@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from garrison.config.settings import RouteDef
+from garrison.config.defs import RouteDef
 
 
 @dataclass(frozen=True, slots=True)

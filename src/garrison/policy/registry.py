@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from garrison.config.settings import ActionDef, RoleDef, RouteDef, Settings
+from garrison.config.defs import ActionDef, RoleDef, RouteDef
 from garrison.errors import BadRequestError, ConfigError
 from garrison.paths import AmbiguousPath, canonicalize, covers, route_prefix
+from garrison.policy.config import PolicyConfig
 from garrison.policy.engine import DEFAULTS_DIR
 from garrison.policy.model import RouteMatch
 
@@ -160,11 +161,11 @@ def _check(
         raise ConfigError(problems)
 
 
-def registry_from_settings(settings: Settings) -> Registry:
+def registry_for(config: PolicyConfig) -> Registry:
     """The registry ``garrison.toml`` declares, or the packaged default when it declares none."""
-    if settings.roles or settings.actions:
-        return Registry.build(settings.roles, settings.actions, settings.routes)
-    return load_registry_file(DEFAULT_REGISTRY, extra_routes=settings.routes)
+    if config.roles or config.actions:
+        return Registry.build(config.roles, config.actions, config.routes)
+    return load_registry_file(DEFAULT_REGISTRY, extra_routes=config.routes)
 
 
 def load_registry_file(path: Path, *, extra_routes: Iterable[RouteDef] = ()) -> Registry:

@@ -38,15 +38,12 @@ import ipaddress
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import redis
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import ThrottledError, UnavailableError
-
-if TYPE_CHECKING:
-    from garrison.config.settings import Settings
 
 Budget = Literal["pair", "account", "ip"]
 _BUDGETS: dict[str, Budget] = {"pair": "pair", "account": "account", "ip": "ip"}
@@ -57,23 +54,15 @@ _EPSILON = 1e-3
 
 @dataclass(frozen=True, slots=True)
 class FailurePolicy:
+    """A throttle's budgets; the login one is built once from the ``GARRISON_LOGIN_*`` settings
+    by the composition root (``garrison.app.login_failure_policy``)."""
+
     per_pair: int  # failures from one address for one account before backoff starts
     per_account: int  # failures for one account, from every address, per window
     per_ip: int  # failures from one address, for every account, per window
     window: int  # seconds
     backoff_base: float  # the first lock of a pair, in seconds
     backoff_max: float  # the longest lock of a pair, in seconds
-
-    @classmethod
-    def login(cls, settings: Settings) -> FailurePolicy:
-        return cls(
-            per_pair=settings.login_max_failures,
-            per_account=settings.login_max_failures_per_account,
-            per_ip=settings.login_max_failures_per_ip,
-            window=settings.login_failure_window,
-            backoff_base=settings.login_backoff_base,
-            backoff_max=settings.login_backoff_max,
-        )
 
     def delay(self, failures: int) -> float:
         """How long a pair is locked after its ``failures``-th failure (0 while under budget)."""

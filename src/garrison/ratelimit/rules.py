@@ -9,10 +9,11 @@ such attribute (anonymous, no tenant) falls back to its IP, so nobody escapes a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
-from garrison.config.settings import RateLimitDef, Settings
+from garrison.config.defs import RateLimitDef
 from garrison.principal import Principal
 
 KeyKind = Literal["identity", "ip", "api_key", "tenant"]
@@ -53,6 +54,17 @@ class Rule:
         return f"{self.group}:{kind}:{value}"
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """The ``[rate_limits]`` groups, and the ``default`` group's limit when they define none
+    (``GARRISON_RATE_LIMIT_PER_WINDOW`` per ``GARRISON_RATE_LIMIT_WINDOW_SEC``, per identity).
+    Built once by the composition root (issue 8)."""
+
+    groups: Mapping[str, RateLimitDef] = field(default_factory=dict)
+    window: int = 60
+    per_window: int = 6000
+
+
 def _rule(group: str, spec: RateLimitDef) -> Rule:
     return Rule(group, spec.rate_limit_per_window, spec.rate_limit_window_sec, spec.key)
 
@@ -60,11 +72,11 @@ def _rule(group: str, spec: RateLimitDef) -> Rule:
 class RateRules:
     """The configured groups, resolved once; per-path lookups are cached."""
 
-    def __init__(self, settings: Settings) -> None:
-        groups = dict(settings.rate_limits)
+    def __init__(self, config: RateLimitConfig) -> None:
+        groups = dict(config.groups)
         default = groups.pop(DEFAULT_GROUP, None) or RateLimitDef(
-            rate_limit_window_sec=settings.rate_limit_window_sec,
-            rate_limit_per_window=settings.rate_limit_per_window,
+            rate_limit_window_sec=config.window,
+            rate_limit_per_window=config.per_window,
             key="identity",
         )
         self.default = _rule(DEFAULT_GROUP, default)

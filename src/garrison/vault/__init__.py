@@ -2,7 +2,15 @@
 
 from garrison.vault.errors import DecryptError
 from garrison.vault.fields import EncryptedField
-from garrison.vault.keys import KeySet
+from garrison.vault.keys import KeySet, VaultConfig
 from garrison.vault.store import RewrapReport, SecretInfo, Vault
 
-__all__ = ["DecryptError", "EncryptedField", "KeySet", "RewrapReport", "SecretInfo", "Vault"]
+__all__ = [
+    "DecryptError",
+    "EncryptedField",
+    "KeySet",
+    "RewrapReport",
+    "SecretInfo",
+    "Vault",
+    "VaultConfig",
+]

@@ -10,10 +10,9 @@ key, and a row whose version is not configured fails to open instead of being tr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from garrison.config.checks import secret_problem
-from garrison.config.settings import Settings
+from garrison.config.strength import secret_problem
 from garrison.errors import ConfigError
 from garrison.keys.sealing import derive_key
 
@@ -32,6 +31,17 @@ def key_version(secret: str) -> int:
 def split_old_keys(raw: str | None) -> list[str]:
     """The comma-separated list of previous keys, blanks ignored."""
     return [part.strip() for part in (raw or "").split(",") if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class VaultConfig:
+    """The vault's keys as the settings give them, built once by the composition root (issue 8):
+    the resolved ``SECRET_ENCRYPTION_KEY``, the ``GARRISON_SECRET_ENCRYPTION_KEYS_OLD`` list, and
+    whether production's strength bar applies to the old ones (C2)."""
+
+    current_key: str = field(repr=False)
+    old_keys: tuple[str, ...] = field(default=(), repr=False)
+    production: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +71,8 @@ class KeySet:
         return cls(version, keks)
 
     @classmethod
-    def from_settings(cls, settings: Settings, current: str) -> KeySet:
-        """``current`` is the resolved ``SECRET_ENCRYPTION_KEY`` (``garrison.app.vault_secret``)."""
-        old = settings.secret_encryption_keys_old
-        return cls.from_secrets(
-            current,
-            split_old_keys(old.get_secret_value() if old else None),
-            production=settings.production,
-        )
+    def from_config(cls, config: VaultConfig) -> KeySet:
+        return cls.from_secrets(config.current_key, config.old_keys, production=config.production)
 
     def kek(self, version: int) -> bytes | None:
         return self.keks.get(version)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
-from garrison.app import Services, build_services
+from garrison.app import Services, build_services, external_idp_config
 from garrison.config import load_settings
 from garrison.errors import ConfigError
 from garrison.gateway.asgi import create_app
@@ -187,7 +187,7 @@ def test_weak_supabase_secret_is_refused_in_production(tmp_path: Any) -> None:
         check_production=False,
     )
     with httpx.Client() as http, pytest.raises(ConfigError, match="SUPABASE_JWT_SECRET"):
-        build_idps(settings, http)
+        build_idps(external_idp_config(settings, {}), http)
 
 
 @pytest.mark.req("A10")
@@ -198,7 +198,7 @@ def test_supabase_without_an_issuer_is_a_clear_config_error(tmp_path: Any) -> No
         {"GARRISON_DATA_DIR": str(tmp_path), "SUPABASE_JWT_SECRET": SECRET}, check_production=False
     )
     with httpx.Client() as http, pytest.raises(ConfigError, match="SUPABASE_JWT_ISSUER"):
-        build_idps(settings, http)
+        build_idps(external_idp_config(settings, {}), http)
 
 
 # -- an IdP with a JWKS URL -------------------------------------------------------------------

@@ -430,13 +430,11 @@ def test_unreachable_provider_is_503_not_a_trace(make_settings: MakeSettings) ->
 
 
 @pytest.mark.req("A11", "C1")
-def test_bad_provider_configuration_names_every_problem(
-    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bad_provider_configuration_names_every_problem(make_settings: MakeSettings) -> None:
+    from garrison.app import oidc_config
     from garrison.errors import ConfigError
     from garrison.identity.oidc import build_providers
 
-    monkeypatch.delenv("GARRISON_TEST_MISSING_SECRET", raising=False)
     settings = make_settings(
         oidc={
             "Bad Name": {"issuer": "http://idp.example.com", "client_id": ""},
@@ -449,7 +447,7 @@ def test_bad_provider_configuration_names_every_problem(
         }
     )
     with pytest.raises(ConfigError) as caught:
-        build_providers(settings)
+        build_providers(oidc_config(settings, {}))
     problems = "\n".join(caught.value.problems)
     for expected in (
         "oidc.Bad Name: a provider name",

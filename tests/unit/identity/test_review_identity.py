@@ -16,7 +16,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from garrison.app import Services, build_services
+from garrison.app import Services, build_services, external_idp_config
 from garrison.config import load_settings
 from garrison.errors import AuthenticationError, ConfigError, RateLimitedError, ValidationError
 from garrison.identity.authn import Authenticator
@@ -114,7 +114,7 @@ def test_empty_hs256_secret_is_refused_in_development_too(tmp_path: Path, how: s
         }
     settings = load_settings(env, overrides=overrides, check_production=False)
     with httpx.Client() as http, pytest.raises(ConfigError):
-        build_idps(settings, http, environ={"CORP_K": ""})
+        build_idps(external_idp_config(settings, {"CORP_K": ""}), http)
 
 
 @pytest.mark.req("V1", "E7")

@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from garrison.config import Settings
+from garrison.config.secret_values import configured_values, secret_values
 from garrison.doctor import DoctorContext, Status
 from garrison.keys.sealing import new_secret
-from garrison.keys.secret_ages import SecretAges, configured_values
+from garrison.keys.secret_ages import SecretAges
 from garrison.storage import migrate
 from garrison.storage.db import Database
 from tests.conftest import MakeSettings
@@ -58,7 +59,7 @@ def test_first_seen_is_recorded_once_and_the_secret_never_stored(
         ages.observe(configured_values(settings))
         clock.advance(10 * DAY)
         ages.observe(configured_values(settings))  # a restart, same values
-        report = {a.name: a for a in ages.report(settings)}
+        report = {a.name: a for a in ages.report(secret_values(settings))}
         stored = _dump(ages.db)
     finally:
         ages.db.dispose()
@@ -90,11 +91,11 @@ def test_a_rotated_secret_starts_its_clock_again(
         ages.observe(configured_values(make_settings(**env)))
         clock.advance(100 * DAY)
         rotated = make_settings(**{**env, "SECRET_ENCRYPTION_KEY": new_secret()})
-        before = {a.name: a for a in ages.report(rotated)}
+        before = {a.name: a for a in ages.report(secret_values(rotated))}
         assert before["SECRET_ENCRYPTION_KEY"].state == "changed"  # set, not yet seen by a start
         assert before["GARRISON_KEYRING_KEY"].overdue
         ages.observe(configured_values(rotated))
-        after = {a.name: a for a in ages.report(rotated)}
+        after = {a.name: a for a in ages.report(secret_values(rotated))}
     finally:
         ages.db.dispose()
     assert after["SECRET_ENCRYPTION_KEY"].state == "recorded"

@@ -118,30 +118,32 @@ def test_traversal_is_refused_not_resolved(registry: Registry, path: str) -> Non
 def test_the_support_desk_example_is_the_default_role_set(registry: Registry) -> None:
     from pathlib import Path
 
+    from garrison.app import policy_config
     from garrison.config import load_settings
-    from garrison.policy.registry import registry_from_settings
+    from garrison.policy.registry import registry_for
 
     example = Path(__file__).resolve().parents[3] / "examples" / "support-desk" / "garrison.toml"
     settings = load_settings(
         {"GARRISON_CONFIG": str(example), "GARRISON_DOTENV": "/nonexistent"},
         check_production=False,
     )
-    assert registry_from_settings(settings) == registry
+    assert registry_for(policy_config(settings)) == registry
 
 
 @pytest.mark.req("Z1")
 def test_the_team_example_has_admin_team_member_and_demo() -> None:
     from pathlib import Path
 
+    from garrison.app import policy_config
     from garrison.config import load_settings
-    from garrison.policy.registry import registry_from_settings
+    from garrison.policy.registry import registry_for
 
     example = Path(__file__).resolve().parents[3] / "examples" / "team" / "garrison.toml"
     settings = load_settings(
         {"GARRISON_CONFIG": str(example), "GARRISON_DOTENV": "/nonexistent"},
         check_production=False,
     )
-    team = registry_from_settings(settings)
+    team = registry_for(policy_config(settings))
     assert team.effective_roles(["admin"]) >= {"admin", "team_member", "demo"}
     assert team.effective_roles(["demo"]) == {"demo"}
     assert team.actions["pricing.get"].requires_auth is False

@@ -8,6 +8,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from garrison.app import rate_limit_config
 from garrison.config.settings import RateLimitDef
 from garrison.errors import RateLimitedError, UnavailableError
 from garrison.principal import Principal
@@ -26,14 +27,16 @@ KEY = Principal(
 
 def rules(make_settings: MakeSettings) -> RateRules:
     return RateRules(
-        make_settings(
-            GARRISON_RATE_LIMIT_PER_WINDOW="1000",
-            rate_limits={
-                "api": RateLimitDef(rate_limit_per_window=5, prefixes=("/api",)),
-                "keys": RateLimitDef(rate_limit_per_window=5, key="api_key"),
-                "tenants": RateLimitDef(rate_limit_per_window=5, key="tenant"),
-                "ips": RateLimitDef(rate_limit_per_window=5, key="ip"),
-            },
+        rate_limit_config(
+            make_settings(
+                GARRISON_RATE_LIMIT_PER_WINDOW="1000",
+                rate_limits={
+                    "api": RateLimitDef(rate_limit_per_window=5, prefixes=("/api",)),
+                    "keys": RateLimitDef(rate_limit_per_window=5, key="api_key"),
+                    "tenants": RateLimitDef(rate_limit_per_window=5, key="tenant"),
+                    "ips": RateLimitDef(rate_limit_per_window=5, key="ip"),
+                },
+            )
         )
     )
 
