@@ -328,7 +328,11 @@ def build_services(
             known_roles=lambda: frozenset(authorizer.registry.roles),
         ),
         audit_seal=seal,
-        tracing=Tracing.otlp(settings.otel_endpoint) if settings.otel_endpoint else None,
+        tracing=(
+            Tracing.otlp(settings.otel_endpoint, settings.otel_service_name)
+            if settings.otel_endpoint
+            else None
+        ),
     )
 
 

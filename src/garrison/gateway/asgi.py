@@ -36,7 +36,7 @@ from garrison.gateway.routes import metrics as metrics_routes
 from garrison.gateway.routes import oidc as oidc_routes
 from garrison.gateway.routes import vault as vault_routes
 from garrison.gateway.stack import build_edge
-from garrison.observability.asgi import RequestObserver
+from garrison.observability.asgi import RequestObserver, traced_fast_route
 from garrison.observability.logging import request_id_var
 from garrison.policy.watch import start_policy_watch
 
@@ -168,7 +168,11 @@ class Front:
             return
         fast = self.fast_routes.get(scope["path"])
         if fast is not None:
-            status = await fast(scope, receive, send)
+            tracing = self.services.tracing
+            if tracing is None:
+                status = await fast(scope, receive, send)
+            else:
+                status = await traced_fast_route(tracing, fast, scope, receive, send)
             self.services.metrics.count_request(scope["path"], scope["method"], status)
             return
 
