@@ -245,7 +245,6 @@ def build_services(
         bus,
         cache_ttl=settings.user_cache_ttl,
         clock=clock,
-        audit=audit,
     )
     authorizer = Authorizer.from_settings(settings)
     auth = AuthService(

@@ -99,7 +99,9 @@ def create_app(services: Services) -> ASGIApp:
             key_refresher.cancel()
             refusals.cancel()
             stop_policy_watch()
-            await edge.aclose()  # API-key use records in flight, the proxy's connection pool
+            await (
+                edge.aclose()
+            )  # pending API-key use and refusal records, the proxy's connection pool
             await services.bus.stop()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
@@ -136,10 +138,10 @@ async def _refresh_keys(services: Services) -> None:
 
 
 async def _flush_refusals(services: Services) -> None:
-    """Write each second's aggregated anonymous refusals once the second is over (L2)."""
+    """Write each second's aggregated anonymous refusals and API-key uses once it is over (L2)."""
     while True:
         await asyncio.sleep(1.0)
-        await services.admission.refusals.flush()
+        await services.admission.flush()
 
 
 #: A framework-free route answers by itself and returns the status it sent (for the counter).
