@@ -264,7 +264,6 @@ def build_services(
         bus,
         cache_ttl=settings.user_cache_ttl,
         clock=clock,
-        audit=audit,
     )
     authorizer = Authorizer.from_config(policy_config(settings))
     auth = AuthService(
@@ -348,7 +347,11 @@ def build_services(
             known_roles=lambda: frozenset(authorizer.registry.roles),
         ),
         audit_seal=seal,
-        tracing=Tracing.otlp(settings.otel_endpoint) if settings.otel_endpoint else None,
+        tracing=(
+            Tracing.otlp(settings.otel_endpoint, settings.otel_service_name)
+            if settings.otel_endpoint
+            else None
+        ),
     )
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -174,25 +175,60 @@ def test_metrics_can_be_made_public_for_network_restricted_setups(
         assert "garrison_http_requests_total" in response.text
 
 
-@pytest.mark.req("L2")
-def test_api_key_use_is_audited_without_the_key(
-    client: TestClient, make_user: Callable[..., User]
+@pytest.mark.req("L2", "L3")
+def test_every_api_key_use_is_audited_once_per_key_and_second_without_the_key(
+    make_settings: MakeSettings,
 ) -> None:
-    svc = client.app.services  # type: ignore[attr-defined]
-    bob = make_user("bob")
-    secret, key = svc.api_keys.create(bob.id, ("read",), tenant=None)
-    assert client.get("/auth/me", headers=bearer(secret)).status_code == 200
-    assert client.get("/auth/me", headers=bearer(secret[:-4] + "AAAA")).status_code == 401
-    with svc.db.engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT outcome, actor, details, request_id FROM audit_log WHERE action = 'auth.api_key'"
-            )
-        ).all()
-    assert [(r.outcome, r.actor) for r in rows] == [("success", bob.id), ("failure", None)]
-    assert all(r.request_id for r in rows)
-    assert key.id in str(rows[0].details)
-    assert secret not in str(rows)
+    now = [1_900_000_000.25]
+    svc = build_services(make_settings(), clock=lambda: now[0])
+    try:
+        bob = svc.users.create("bob", "correct horse battery staple", roles=("user",))
+        first, key_a = svc.api_keys.create(bob.id, ("read",), tenant=None)
+        second, key_b = svc.api_keys.create(bob.id, ("read",), tenant=None)
+        with TestClient(create_app(svc), base_url="http://127.0.0.1") as client:
+            # within one second, a cache hit or not: every use counts
+            for _ in range(3):
+                assert client.get("/auth/me", headers=bearer(first)).status_code == 200
+            assert client.get("/auth/me", headers=bearer(second)).status_code == 200
+            now[0] += 1.0
+            for _ in range(2):
+                assert client.get("/auth/me", headers=bearer(first)).status_code == 200
+            forged = first[:-4] + "AAAA"
+            assert client.get("/auth/me", headers=bearer(forged)).status_code == 401
+        # leaving the client drained the pipeline: the last second's aggregates are written too
+        with svc.db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT action, outcome, actor, reason, details, request_id FROM audit_log "
+                    "WHERE action IN ('auth.api_key', 'gateway.api_key_use', 'auth.refused') "
+                    "ORDER BY seq"
+                )
+            ).all()
+    finally:
+        svc.close()
+    uses = [r for r in rows if r.action == "auth.api_key"]
+    seen = [(r.outcome, r.actor, _details(r)["authenticated_by"]["id"], _details(r)["count"])
+            for r in uses]  # fmt: skip
+    assert seen == [
+        ("success", bob.id, key_a.id, 3),
+        ("success", bob.id, key_b.id, 1),
+        ("success", bob.id, key_a.id, 2),
+    ]
+    assert [_details(r)["second"] for r in uses] == [1_900_000_000, 1_900_000_000, 1_900_000_001]
+    assert all(_details(r)["actions"] == {"auth.self": _details(r)["count"]} for r in uses)
+    assert all(r.request_id for r in uses)
+    # a failure is the refusal path's record alone: no second record kind, no duplicate
+    (refused,) = [r for r in rows if r.action == "auth.refused"]
+    assert (refused.outcome, _details(refused)["code"]) == ("failure", "invalid_api_key")
+    assert not [r for r in rows if r.action == "gateway.api_key_use"]
+    assert first not in str(rows)
+    assert second not in str(rows)
+
+
+def _details(row: Any) -> dict[str, Any]:
+    details = row.details
+    parsed: dict[str, Any] = json.loads(details) if isinstance(details, str) else dict(details)
+    return parsed
 
 
 @pytest.mark.req("L8")

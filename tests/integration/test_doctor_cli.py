@@ -57,8 +57,8 @@ def test_human_report_groups_by_area_with_fixes(tmp_path: Path) -> None:
     areas = ["identity", "tokens", "tenancy", "edge", "audit", "operations"]
     positions = [text.index(f"\n{a}\n") if i else text.index(f"{a}\n") for i, a in enumerate(areas)]
     assert positions == sorted(positions)
-    assert re.search(r"^FAIL\s+operations\.production-mode\s", text, re.M)
-    assert re.search(r"^PASS\s+tokens\.access-ttl\s", text, re.M)
+    assert re.search(r"^FAIL\s+local\s+operations\.production-mode\s", text, re.M)
+    assert re.search(r"^PASS\s+local\s+tokens\.access-ttl\s", text, re.M)
     assert "fix: set GARRISON_ENV=production" in " ".join(text.split())
     assert "fail" in text.splitlines()[-1]
 

@@ -11,8 +11,8 @@ from the authenticator's caches (a worker thread is used only on a miss, once pe
 however many requests wait for it), decisions are cached per policy version, successful JWT
 admissions are remembered per (credential, method, URI, tenant header) until any message of the
 invalidation bus, and the limiter spends a local lease. Denies are awaited (an acknowledged deny is
-durable); API-key use is audited without holding the request, through a bounded set of background
-tasks.
+durable); every admitted API-key request is counted without holding the request, and written as one
+``auth.api_key`` record per key and second (``admission.uses``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import anyio.to_thread
 
 from garrison.admission.attempt import Admission, Attempt, CredentialKind
 from garrison.admission.refusals import RefusalLog, refusal_event
-from garrison.audit.event import AuditEvent, AuditSink
+from garrison.admission.uses import KeyUseLog
+from garrison.audit.event import AuditSink
 from garrison.clock import Clock
 from garrison.errors import AuthenticationError, ForbiddenError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
@@ -44,7 +45,6 @@ from garrison.tenancy import acting_tenant
 log = logging.getLogger("garrison.admission")
 
 _ADMITTED_CACHE_SIZE = 50_000
-_MAX_AUDIT_TASKS = 10_000
 _CLI_METHOD = "CLI"
 
 
@@ -89,10 +89,10 @@ class Pipeline:
         self.clock = clock
         self.config = config
         self.refusals = RefusalLog(audit, clock)
+        self.key_uses = KeyUseLog(audit, clock)
         self._admitted: dict[Hashable, _Admitted] = {}
         self._generation = 0  # bumped by every invalidation; an admission begun before is not kept
         self._ttl = config.remember_ttl if bus.cross_process else min(config.remember_ttl, 1.0)
-        self._audit_tasks: set[asyncio.Task[None]] = set()
         self._lookups: dict[str, asyncio.Future[Principal]] = {}
         bus.subscribe(self._invalidate)
 
@@ -149,7 +149,7 @@ class Pipeline:
             principal, tenant, action, kind, self.authorizer.granted_roles(principal), attempt
         )
         if principal is not None and principal.via == "api_key":
-            self._audit_use(admission)
+            self.key_uses.count(admission)  # every use, aggregated per key and second (L2)
         if cache_key is not None and routed:
             self._remember(cache_key, admission, group, generation)
         return admission
@@ -210,10 +210,15 @@ class Pipeline:
         await self.guard.spend(entry.plan, ip)
         return entry.admission
 
+    async def flush(self) -> None:
+        """Write the aggregated records (anonymous refusals, API-key uses) of seconds that are
+        over; the service calls it every second."""
+        await self.refusals.flush()
+        await self.key_uses.flush()
+
     async def drain(self) -> None:
-        """Wait for the API-key use records still in flight, and write pending aggregates."""
-        if self._audit_tasks:
-            await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+        """Write every pending aggregate, the current second's too (on shutdown)."""
+        await self.key_uses.flush(everything=True)
         await self.refusals.flush(everything=True)
 
     # -- authentication --------------------------------------------------------------------------
@@ -328,37 +333,6 @@ class Pipeline:
         event = refusal_event(attempt, action, reasons, principal, kind, tenant=tenant)
         await self.refusals.record(event)
         raise ForbiddenError(f"{action[:120]} denied", reasons=reasons)
-
-    def _audit_use(self, admission: Admission) -> None:
-        principal, attempt = admission.principal, admission.attempt
-        assert principal is not None
-        event = AuditEvent(
-            action="gateway.api_key_use",
-            outcome="success",
-            actor=principal.sub,
-            tenant=admission.tenant,
-            ip=attempt.ip if attempt else None,
-            user_agent=attempt.user_agent if attempt else None,
-            request_id=attempt.request_id if attempt else None,
-            details={
-                "action": admission.action,
-                "method": attempt.method if attempt else None,
-                "path": attempt.path if attempt else None,
-                "authenticated_by": {"type": "api_key", "id": principal.credential_id},
-            },
-        )
-        if len(self._audit_tasks) >= _MAX_AUDIT_TASKS:
-            log.warning("audit backlog full; API-key use record dropped for %s", admission.action)
-            return
-        task = asyncio.get_running_loop().create_task(self._record(event))
-        self._audit_tasks.add(task)
-        task.add_done_callback(self._audit_tasks.discard)
-
-    async def _record(self, event: AuditEvent) -> None:
-        try:
-            await self.audit.record(event)
-        except Exception:
-            log.exception("could not audit API-key use")
 
     # -- remembered admissions -------------------------------------------------------------------
     def _invalidate(self, _kind: str, _ident: str) -> None:

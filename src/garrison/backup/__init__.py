@@ -1,6 +1,6 @@
 """Encrypted, integrity-protected backups of every table, and their verified restore (O1)."""
 
-from garrison.backup.container import BackupError, backup_key
+from garrison.backup.container import BackupError, backup_key, plain_header
 from garrison.backup.dump import Reporter, create_backup
 from garrison.backup.restore import Contents, restore_backup, verify_backup
 
@@ -10,6 +10,7 @@ __all__ = [
     "Reporter",
     "backup_key",
     "create_backup",
+    "plain_header",
     "restore_backup",
     "verify_backup",
 ]

@@ -118,14 +118,31 @@ class ChunkWriter:
         self._index += 1
 
 
-def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
-    """The header, its digest and the chunk key; ``BackupError`` for a foreign file or wrong key."""
+def _raw_header(src: IO[bytes]) -> bytes:
     if src.read(len(MAGIC)) != MAGIC:
         raise BackupError("not a Garrison backup (bad magic)")
     size = _read_u32(src, "header length")
     if size > _MAX_HEADER:
         raise BackupError("backup header is corrupt (too long)")
-    raw = _read_exact(src, size, "header")
+    return _read_exact(src, size, "header")
+
+
+def plain_header(src: IO[bytes]) -> dict[str, Any]:
+    """The header's fields as written (``created_at``, ``tables`` ...), read without the key:
+    enough to tell a backup from another file and when it was made, not to trust its contents.
+    ``BackupError`` for a file that is not a Garrison backup."""
+    try:
+        fields = json.loads(_raw_header(src))
+    except ValueError:
+        raise BackupError("backup header is corrupt") from None
+    if not isinstance(fields, dict):
+        raise BackupError("backup header is corrupt")
+    return fields
+
+
+def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
+    """The header, its digest and the chunk key; ``BackupError`` for a foreign file or wrong key."""
+    raw = _raw_header(src)
     try:
         fields = json.loads(raw)
         salt = base64.b64decode(fields["salt"], validate=True)

@@ -6,6 +6,7 @@ would refuse on is reported as a FAIL instead of stopping the run. Exit 1 when a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -47,10 +48,25 @@ def doctor_cmd(
             help="Also probe login throttling (sends failed logins for a random name until 429).",
         ),
     ] = False,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--backup-dir",
+            help="Where backups are kept (default GARRISON_BACKUP_DIR): the newest one's age is "
+            "checked.",
+            file_okay=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Check configuration, storage and (with --url) the live service; exit 1 if any check fails."""
+    """Check configuration, storage and (with --url) the live service; exit 1 if any check fails.
+
+    Each result is labelled ``target`` (asked of --url over HTTP) or ``local`` (this machine's
+    configuration, database and files)."""
     settings = state(ctx).load(check_production=False)
-    results = doctor.run(doctor.DoctorContext(settings, base_url=url, aggressive=aggressive))
-    emit(report.as_json(results), as_json, lambda: report.render(out, results))
+    context = doctor.DoctorContext(
+        settings, base_url=url, aggressive=aggressive, backup_dir=backup_dir
+    )
+    results = doctor.run(context)
+    emit(report.as_json(results), as_json, lambda: report.render(out, results, target=url))
     raise typer.Exit(doctor.exit_code(results))

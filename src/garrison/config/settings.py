@@ -194,8 +194,17 @@ class Settings(FrozenModel):
     #: dir); catches records cut off the end of the log (L7)
     audit_head_path: Path | None = Field(None, alias="GARRISON_AUDIT_HEAD_PATH")
     otel_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    #: the ``service.name`` resource attribute of every span (the OpenTelemetry setting's name)
+    otel_service_name: str = Field("garrison", alias="OTEL_SERVICE_NAME", min_length=1)
+    #: the share of ``/verify`` answers that get an access line; every refusal always gets one
+    verify_log_sample: float = Field(0.01, alias="GARRISON_VERIFY_LOG_SAMPLE", ge=0, le=1)
     log_level: str = Field("INFO", alias="GARRISON_LOG_LEVEL")
     metrics_public: bool = Field(False, alias="GARRISON_METRICS_PUBLIC")
+
+    # backups (what `garrison doctor` looks at: the newest file there, and its age in days)
+    backup_dir: Path | None = Field(None, alias="GARRISON_BACKUP_DIR")
+    backup_warn_days: float = Field(1.0, alias="GARRISON_BACKUP_WARN_DAYS", gt=0)
+    backup_fail_days: float = Field(7.0, alias="GARRISON_BACKUP_FAIL_DAYS", gt=0)
 
     # garrison.toml sections
     roles: dict[str, RoleDef] = Field(default_factory=dict)
@@ -245,6 +254,15 @@ class Settings(FrozenModel):
             )
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _backup_ages_nest(self) -> Settings:
+        if self.backup_fail_days < self.backup_warn_days:
+            raise ValueError(
+                f"GARRISON_BACKUP_FAIL_DAYS ({self.backup_fail_days:g}) must be at least "
+                f"GARRISON_BACKUP_WARN_DAYS ({self.backup_warn_days:g})"
+            )
         return self
 
     @property

@@ -36,6 +36,8 @@ class DoctorContext:
     storage_url: str | None = None
     aggressive: bool = False
     clock: Clock = system_clock
+    #: where backups are kept (``--backup-dir``); else ``GARRISON_BACKUP_DIR``
+    backup_dir: Path | None = None
     #: where secrets named indirectly (an external IdP's ``hs256_secret_env``) are read from
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
     _db: Database | None = field(default=None, repr=False)
@@ -81,6 +83,10 @@ class DoctorContext:
             db.dispose()
             raise
         return db
+
+    @property
+    def backups(self) -> Path | None:
+        return self.backup_dir or self.settings.backup_dir
 
     # -- HTTP ----------------------------------------------------------------------------------
     def http(self) -> httpx.Client:

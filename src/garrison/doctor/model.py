@@ -5,6 +5,11 @@ requirement IDs it comes from, the fix an operator applies when it does not pass
 that looks. Running a spec gives a ``Check``: the spec's identity plus a status and a one-line finding.
 Check functions return an ``Outcome`` through ``passed`` / ``warned`` / ``failed`` / ``skipped``, or
 raise ``Skip`` when something they depend on is missing (no ``--url``, no database).
+
+Every result has a ``scope``: ``target`` when it was asked of the ``--url`` deployment over HTTP,
+``local`` when it judged the configuration, database or files of the machine the doctor runs on
+(which, with ``--url``, need not be the target's). A live check is ``target``, any other ``local``;
+a check marked ``asks_target`` (``operations.production-mode``) asks the target when there is one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from garrison.doctor.context import DoctorContext
@@ -34,6 +39,10 @@ class Area(StrEnum):
     EDGE = "edge"
     AUDIT = "audit"
     OPERATIONS = "operations"
+
+
+#: What a result judged: the ``--url`` deployment, or this machine's configuration and storage.
+Scope = Literal["local", "target"]
 
 
 class Skip(Exception):
@@ -76,6 +85,12 @@ class Spec:
     fix: str
     run: CheckFn
     live: bool = False  # needs ``--url``
+    asks_target: bool = False  # judges the ``--url`` deployment when given one, else this machine
+
+    def scope_for(self, ctx: DoctorContext) -> Scope:
+        if self.live or (self.asks_target and ctx.base_url is not None):
+            return "target"
+        return "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +105,12 @@ class Check:
     status: Status
     finding: str
     fix: str  # empty when the check passed or was skipped
+    scope: Scope = "local"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "scope": self.scope,
             "area": str(self.area),
             "title": self.title,
             "seeds": list(self.seeds),

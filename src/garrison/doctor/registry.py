@@ -27,9 +27,10 @@ class Checks:
         reqs: Iterable[str],
         fix: str,
         live: bool = False,
+        asks_target: bool = False,
     ) -> Callable[[CheckFn], CheckFn]:
         def register(fn: CheckFn) -> CheckFn:
-            spec = Spec(id, self.area, title, tuple(seeds), tuple(reqs), fix, fn, live)
+            spec = Spec(id, self.area, title, tuple(seeds), tuple(reqs), fix, fn, live, asks_target)
             self.specs.append(spec)
             return fn
 
@@ -56,6 +57,7 @@ def run_spec(spec: Spec, ctx: DoctorContext) -> Check:
         outcome.status,
         outcome.finding,
         fix,
+        spec.scope_for(ctx),
     )
 
 

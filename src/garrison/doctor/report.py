@@ -1,4 +1,8 @@
-"""The doctor's report: a table per area for people, a JSON document for programs."""
+"""The doctor's report: a table per area for people, a JSON document for programs.
+
+Each line is labelled with its scope: ``target`` (asked of the ``--url`` deployment over HTTP) or
+``local`` (this machine's configuration, database and files).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,15 @@ def as_json(results: Sequence[Check]) -> dict[str, Any]:
     }
 
 
-def render(console: Console, results: Sequence[Check]) -> None:
+SCOPE_STYLES = {"target": "bold magenta", "local": "cyan"}
+
+
+def render(console: Console, results: Sequence[Check], *, target: str | None = None) -> None:
+    if target is not None:
+        console.print(
+            f"target: {escape(target)}  [dim](target: asked of it over HTTP; local: this "
+            "machine's configuration, database and files, which may not be the target's)[/]"
+        )
     for area in Area:
         rows = [r for r in results if r.area is area]
         if rows:
@@ -51,11 +63,16 @@ def _table(area: Area, rows: Sequence[Check]) -> Table:
         title=area.value, title_justify="left", show_header=False, box=None, pad_edge=False
     )
     table.add_column("status", no_wrap=True)
+    table.add_column("scope", no_wrap=True)
     table.add_column("check", overflow="fold")
     for r in rows:
         line = f"[bold]{escape(r.id)}[/]  {escape(r.title)} — {escape(r.finding)}"
         line += f"  [dim]({', '.join(r.requirements)}; seed {', '.join(r.seeds)})[/]"
         if r.fix:
             line += f"\n[cyan]fix:[/] {escape(r.fix)}"
-        table.add_row(f"[{STYLES[r.status]}]{r.status.value.upper()}[/]", line)
+        table.add_row(
+            f"[{STYLES[r.status]}]{r.status.value.upper()}[/]",
+            f"[{SCOPE_STYLES[r.scope]}]{r.scope}[/]",
+            line,
+        )
     return table

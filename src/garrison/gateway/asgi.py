@@ -36,7 +36,7 @@ from garrison.gateway.routes import metrics as metrics_routes
 from garrison.gateway.routes import oidc as oidc_routes
 from garrison.gateway.routes import vault as vault_routes
 from garrison.gateway.stack import build_edge
-from garrison.observability.asgi import RequestObserver
+from garrison.observability.asgi import RequestObserver, traced_fast_route
 from garrison.observability.logging import request_id_var
 from garrison.policy.watch import start_policy_watch
 
@@ -99,7 +99,9 @@ def create_app(services: Services) -> ASGIApp:
             key_refresher.cancel()
             refusals.cancel()
             stop_policy_watch()
-            await edge.aclose()  # API-key use records in flight, the proxy's connection pool
+            await (
+                edge.aclose()
+            )  # pending API-key use and refusal records, the proxy's connection pool
             await services.bus.stop()
             if writer is not None:
                 await anyio.to_thread.run_sync(writer.stop)
@@ -136,10 +138,10 @@ async def _refresh_keys(services: Services) -> None:
 
 
 async def _flush_refusals(services: Services) -> None:
-    """Write each second's aggregated anonymous refusals once the second is over (L2)."""
+    """Write each second's aggregated anonymous refusals and API-key uses once it is over (L2)."""
     while True:
         await asyncio.sleep(1.0)
-        await services.admission.refusals.flush()
+        await services.admission.flush()
 
 
 #: A framework-free route answers by itself and returns the status it sent (for the counter).
@@ -168,7 +170,11 @@ class Front:
             return
         fast = self.fast_routes.get(scope["path"])
         if fast is not None:
-            status = await fast(scope, receive, send)
+            tracing = self.services.tracing
+            if tracing is None:
+                status = await fast(scope, receive, send)
+            else:
+                status = await traced_fast_route(tracing, fast, scope, receive, send)
             self.services.metrics.count_request(scope["path"], scope["method"], status)
             return
 

@@ -37,6 +37,7 @@ from garrison.errors import (
 from garrison.gateway.forwarded import TrustedProxies, joined, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
 from garrison.gateway.raw import RawHeaders, header, send_error, single_header
+from garrison.observability.asgi import PROXIED_ROUTE
 from garrison.paths import AmbiguousPath, canonicalize, covers, route_prefix
 
 HOP_BY_HOP = frozenset(
@@ -189,6 +190,7 @@ class ReverseProxy:
         if found is None:
             await self.app(scope, receive, send)
             return
+        scope[PROXIED_ROUTE] = found[0].prefix  # counted and logged under its route (L9)
         try:
             await self._forward(scope, receive, send, *found, path)
         except GarrisonError as exc:

@@ -62,5 +62,12 @@ def build_edge(services: Services, app: ASGIApp) -> Edge:
     )
     wrapped = HttpsMiddleware(wrapped, settings.force_https)
     wrapped = ForwardedMiddleware(wrapped, proxies)
-    verify = VerifyEndpoint(pipeline, proxies, origins, issuer=settings.issuer)
+    verify = VerifyEndpoint(
+        pipeline,
+        proxies,
+        origins,
+        issuer=settings.issuer,
+        log_sample=settings.verify_log_sample,
+        traced=services.tracing is not None,
+    )
     return Edge(wrapped, verify, pipeline, client)

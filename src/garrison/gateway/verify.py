@@ -14,6 +14,13 @@ twice (both header families disagreeing, any of ``X-Forwarded-Method``, ``X-Forw
 original URI's path has no unambiguous canonical form (``gateway.paths``: ``/api/admin;x``,
 ``/admin%2Fx``, ``/admin.``, ``/a/../b``, a letter-case variant of a case-sensitive route).
 
+Signals (L9): the front counts every answer; with tracing on it runs the request in a server span,
+to which the original method and path are added here. An access line (``garrison.access``) is
+written for every refusal and for a sample of the rest (``GARRISON_VERIFY_LOG_SAMPLE``, default one
+in a hundred): the original method, its path without the query string, the status and the refusal's
+code, never a credential. Neither costs anything on an admitted request that was not sampled with
+tracing off: one random draw.
+
 A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) never carries
 credentials, so it cannot pass the checks; it is answered by the origin allow-list instead: 200 for
 an allowed origin (the backend answers the preflight itself), 403 for any other (E2).
@@ -21,6 +28,12 @@ an allowed origin (the backend answers the preflight itself), 403 for any other 
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Callable
+from time import perf_counter
+
+from opentelemetry import trace
 from starlette.types import Receive, Scope, Send
 
 from garrison.admission import Attempt, Pipeline
@@ -31,6 +44,8 @@ from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_ses
 from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.raw import send_error, send_response
 from garrison.paths import AmbiguousPath, canonicalize
+
+access_log = logging.getLogger("garrison.access")
 
 _WANTED = frozenset(
     {
@@ -69,6 +84,9 @@ _NO_ORIGINAL = (
     "forward auth needs the original request: X-Forwarded-Method and X-Forwarded-Uri "
     "(Traefik, Caddy) or X-Original-Method and X-Original-URI (nginx)"
 )
+#: The longest original path an access line or span carries (a proxy may forward a megabyte).
+_MAX_LOGGED_PATH = 512
+_NOT_SAMPLED = -1.0
 
 
 def _text(value: bytes | None) -> str | None:
@@ -83,15 +101,23 @@ class VerifyEndpoint:
         origins: AllowedOrigins,
         *,
         issuer: str = "",
+        log_sample: float = 0.0,
+        traced: bool = False,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.pipeline = pipeline
         self.proxies = proxies
         self.origins = origins
         self.identity = IdentityHeaders()
         self.issuer_origin = origin_of(issuer) if issuer else ""
+        self.log_sample = log_sample  # the share of admitted answers that get an access line
+        self.traced = traced  # the front runs each request in a span (tracing configured)
+        self._draw = draw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one forward-auth request; returns the status sent."""
+        sampled = self.log_sample > 0.0 and self._draw() < self.log_sample
+        started = perf_counter() if sampled else _NOT_SAMPLED
         found: dict[bytes, bytes] = {}
         twice: bytes | None = None
         for name, value in scope["headers"]:
@@ -116,7 +142,10 @@ class VerifyEndpoint:
             if b"?" in uri:
                 _refuse_query_credentials(uri, b"authorization" in found)
             if method == b"OPTIONS" and b"origin" in found and _ACRM in found:
-                return await self._preflight(send, found[b"origin"], request_id)
+                status = await self._preflight(send, found[b"origin"], request_id)
+                if status != 200 or sampled or self.traced:
+                    self._observe(status, found, started, None if status == 200 else "cors")
+                return status
             ip = self.proxies.client_ip(peer_address(scope), found.get(_XFF))
             # a cookie request's CSRF facts differ per request: only Bearer answers are remembered
             key = _cache_key(method, uri, found) if b"authorization" in found else None
@@ -126,11 +155,46 @@ class VerifyEndpoint:
                 admission = await self.pipeline.admit(attempt, cache_key=key)
         except GarrisonError as exc:
             await send_error(send, exc, request_id)
+            self._observe(exc.status, found, started, exc.code)
             return exc.status
         # no X-Request-ID on a 200: every header costs the server; a proxy that wants correlation
         # sends its own (nginx: $request_id), which Garrison's logs then carry
         await send_response(send, 200, self.identity(admission) or _ANONYMOUS)
+        if sampled or self.traced:
+            self._observe(200, found, started, None)
         return 200
+
+    def _observe(
+        self, status: int, found: dict[bytes, bytes], started: float, code: str | None
+    ) -> None:
+        """The original request on the span (tracing on), and its access line: every refusal, and
+        the answers that were sampled. Method and path only (no query string, no header): the
+        credential is never written."""
+        logged = status != 200 or started != _NOT_SAMPLED
+        if not self.traced and not (logged and access_log.isEnabledFor(logging.INFO)):
+            return
+        raw_method = found.get(b"x-forwarded-method") or found.get(b"x-original-method") or b""
+        raw_uri = found.get(b"x-forwarded-uri") or found.get(b"x-original-uri") or b""
+        method = raw_method[:16].decode("latin-1").upper()
+        path = raw_uri.split(b"?", 1)[0].split(b"#", 1)[0][:_MAX_LOGGED_PATH].decode("latin-1")
+        if self.traced:
+            trace.get_current_span().set_attributes(
+                {"garrison.original.method": method, "garrison.original.path": path}
+            )
+        if not logged or not access_log.isEnabledFor(logging.INFO):
+            return
+        fields: dict[str, object] = {
+            "route": "/verify",
+            "method": method,
+            "path": path,
+            "status": status,
+            "sampled": started != _NOT_SAMPLED,
+        }
+        if code is not None:
+            fields["code"] = code
+        if started != _NOT_SAMPLED:
+            fields["duration_ms"] = round((perf_counter() - started) * 1000, 2)
+        access_log.info("verify %s %s %d", method, path, status, extra=fields)
 
     async def _preflight(self, send: Send, origin: bytes, request_id: str | None) -> int:
         if not self.origins.allows(origin):

@@ -12,14 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from garrison.audit.event import AuditEvent, AuditSink, Outcome
 from garrison.clock import Clock, system_clock
 from garrison.errors import AuthenticationError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import User, UserStore
-from garrison.observability.logging import request_id_var
 from garrison.principal import Principal
 from garrison.storage.bus import InvalidationBus
 from garrison.tokens.jwt import TokenCodec, TokenError
@@ -73,13 +71,11 @@ class Authenticator:
         *,
         cache_ttl: float = 30.0,
         clock: Clock = system_clock,
-        audit: AuditSink | None = None,
     ) -> None:
         self.codec = codec
         self.users = users
         self.sessions = sessions
         self.api_keys = api_keys
-        self.audit = audit
         self.external: ExternalTokens | None = None  # A10: set when external IdPs are configured
         ttl = cache_ttl if bus.cross_process else min(cache_ttl, 1.0)
         self._users = _TtlCache(ttl, clock)
@@ -207,15 +203,14 @@ class Authenticator:
                 self._keys.drop(presented)
                 raise AuthenticationError("invalid API key", code="invalid_api_key")
             return cached
-        try:
-            key = self.api_keys.authenticate(presented)
-        except AuthenticationError:
-            self._audit_key("failure", None, None, {}, "invalid API key")
-            raise
+        # a refused key is audited by the refusal path (``auth.refused``), each use of an accepted
+        # one by the admission pipeline (``auth.api_key``, per key and second): never here (L2)
+        key = self.api_keys.authenticate(presented)
         status = self._user_status(key.user_id)
-        if not status.active or status.user is None:
-            self._audit_key("failure", key.user_id, key.tenant, {"key_id": key.id}, "inactive")
-            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        if not status.active or status.user is None:  # the owner is named in the refusal record
+            raise AuthenticationError(
+                "invalid API key", code="invalid_api_key", subject=key.user_id
+            )
         user = status.user
         # the user's roles as held: whether a key alone may use ``admin`` (REQUIRE_JWT_FOR_ADMIN,
         # A7) is the policy's decision (``Authorizer.granted_roles``), on every path
@@ -232,25 +227,7 @@ class Authenticator:
             expires_at=key.expires_at,
         )
         self._keys.put(presented, principal)
-        self._audit_key("success", user.id, principal.tenant, {"key_id": key.id}, None)
         return principal
-
-    def _audit_key(
-        self, outcome: Outcome, actor: str | None, tenant: str | None, details: Any, reason: Any
-    ) -> None:
-        """API key use (L2): recorded when a key is looked up, i.e. once per cache window."""
-        if self.audit is not None:
-            self.audit.record_sync(
-                AuditEvent(
-                    action="auth.api_key",
-                    outcome=outcome,
-                    actor=actor,
-                    tenant=tenant,
-                    reason=reason,
-                    details=details,
-                    request_id=request_id_var.get(),
-                )
-            )
 
 
 def bearer(authorization: str | None) -> str:

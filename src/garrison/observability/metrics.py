@@ -104,8 +104,9 @@ class Metrics:
 
         Failed or refused logins, refreshes and the like (``auth.*``) count by reason; an
         ``auth.lockout`` (an account-wide failure ceiling reached) counts as a lockout; a
-        successful ``admin.*`` action counts by action. Bearer-credential failures (``auth.api_key``)
-        and policy denies are counted where they are decided (the gate), so never twice.
+        successful ``admin.*`` action counts by action. ``auth.api_key`` records count a key's uses
+        (one record per key and second), not failures; refused credentials and policy denies are
+        counted where they are decided (the admission pipeline), so never twice.
         """
         if event.action == "auth.api_key":
             return

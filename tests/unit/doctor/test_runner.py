@@ -74,8 +74,9 @@ def test_json_report_is_a_machine_readable_list(load: LoadSettings) -> None:
     assert data["summary"] == {"pass": 1, "warn": 1, "fail": 2, "skip": 1}
     first = data["checks"][0]
     assert set(first) == {
-        "id", "area", "title", "seeds", "requirements", "status", "finding", "fix"
+        "id", "scope", "area", "title", "seeds", "requirements", "status", "finding", "fix"
     }  # fmt: skip
+    assert first["scope"] == "local"  # no --url: every check judges this machine
     assert first["status"] == "pass"
     assert first["requirements"] == ["O4"]
 
