@@ -24,7 +24,7 @@ from __future__ import annotations
 from starlette.types import Receive, Scope, Send
 
 from garrison.admission import Attempt, Pipeline
-from garrison.errors import AuthenticationError, BadRequestError, GarrisonError
+from garrison.errors import AuthenticationError, BadRequestError, GarrisonError, UnavailableError
 from garrison.gateway.edge import AllowedOrigins, origin_refused
 from garrison.gateway.forwarded import TrustedProxies, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
@@ -125,6 +125,8 @@ class VerifyEndpoint:
                 attempt = self._attempt(method, uri, found, ip, request_id)
                 admission = await self.pipeline.admit(attempt, cache_key=key)
         except GarrisonError as exc:
+            if isinstance(exc, UnavailableError):
+                self.pipeline.metrics.dependency_unavailable(exc.dependency)
             await send_error(send, exc, request_id)
             return exc.status
         # no X-Request-ID on a 200: every header costs the server; a proxy that wants correlation

@@ -390,7 +390,9 @@ class RedisFailureStore:
         try:
             budget, wait = self._reserve(keys=self._keys(keys), args=args)
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         name = budget.decode() if isinstance(budget, bytes) else str(budget)
         if not name:
             return None
@@ -400,7 +402,9 @@ class RedisFailureStore:
         try:
             self._release(keys=self._keys(keys), args=[repr(now)])
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
 
     def settle(self, keys: Keys, policy: FailurePolicy, now: float) -> int | None:
         args: list[str | int | float] = [repr(now), policy.window, policy.per_account]
@@ -408,5 +412,7 @@ class RedisFailureStore:
         try:
             count = self._settle(keys=self._keys(keys)[1:], args=args)
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         return int(count) if int(count) >= 0 else None
