@@ -219,6 +219,17 @@ class Sample:
 Call = Callable[[httpx.Client, str], httpx.Response]  # (client, request id) -> response
 
 
+def get(url: str, headers: Mapping[str, str] | None = None) -> Call:
+    """GET ``url`` with ``headers`` (and the call's request id)."""
+    return lambda c, rid: c.get(url, headers={**(headers or {}), "X-Request-ID": rid})
+
+
+def login_call(base_url: str, username: str) -> Call:
+    """POST /auth/login for ``username`` (the call's request id names its audit record)."""
+    body = {"username": username, "password": PASSWORD}
+    return lambda c, rid: c.post(f"{base_url}/auth/login", json=body, headers={"X-Request-ID": rid})
+
+
 @dataclass
 class Load:
     """A few client threads, each calling its ``Call`` in a loop until stopped (or ``limit`` s)."""

@@ -17,13 +17,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import PASSWORD
 from tests.faults.conftest import MakeEnv
 from tests.faults.support import (
     Load,
     PrivatePostgres,
     audit_verify,
     bearer,
+    get,
+    login_call,
     metric,
     private_postgres,
     report,
@@ -60,22 +61,13 @@ def test_postgres_restart_mid_load(
     try:
         token = login_token(server.url, "sam")
 
-        def log_in(name: str) -> object:
-            def call(c: httpx.Client, rid: str) -> httpx.Response:
-                body = {"username": name, "password": PASSWORD}
-                return c.post(f"{server.url}/auth/login", json=body, headers={"X-Request-ID": rid})
-
-            return call
-
         calls = {
-            "login-sam": log_in("sam"),
-            "login-tom": log_in("tom"),
-            "me": lambda c, rid: c.get(
-                f"{server.url}/auth/me", headers={**bearer(token), "X-Request-ID": rid}
-            ),
-            "readyz": lambda c, rid: c.get(f"{server.url}/readyz"),
+            "login-sam": login_call(server.url, "sam"),
+            "login-tom": login_call(server.url, "tom"),
+            "me": get(f"{server.url}/auth/me", bearer(token)),
+            "readyz": get(f"{server.url}/readyz"),
         }
-        with Load(calls, limit=40, pause=0.02) as load:  # type: ignore[arg-type]
+        with Load(calls, limit=40, pause=0.02) as load:
             time.sleep(1.5)
             down = time.monotonic()
             postgres.stop("immediate")

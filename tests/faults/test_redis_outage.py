@@ -19,11 +19,12 @@ import pytest
 
 from garrison.app import build_services
 from garrison.config import load_settings
-from tests.conftest import PASSWORD
 from tests.faults.conftest import MakeEnv
 from tests.faults.support import (
     Load,
     PrivateRedis,
+    get,
+    login_call,
     metric,
     private_redis,
     report,
@@ -76,22 +77,13 @@ def test_redis_restart_mid_load(
     try:
         sam, bob = login_token(a.url, "sam"), login_token(b.url, "bob")
 
-        def verify(server: LiveServer, token: str) -> object:
-            return lambda c, rid: c.get(
-                f"{server.url}/verify", headers={**verify_headers(token), "X-Request-ID": rid}
-            )
-
-        def log_in(c: httpx.Client, rid: str) -> httpx.Response:
-            body = {"username": "sam", "password": PASSWORD}
-            return c.post(f"{b.url}/auth/login", json=body, headers={"X-Request-ID": rid})
-
         calls = {
-            "verify-a": verify(a, sam),
-            "verify-b": verify(b, sam),
-            "bob-b": verify(b, bob),
-            "login-b": log_in,
+            "verify-a": get(f"{a.url}/verify", verify_headers(sam)),
+            "verify-b": get(f"{b.url}/verify", verify_headers(sam)),
+            "bob-b": get(f"{b.url}/verify", verify_headers(bob)),
+            "login-b": login_call(b.url, "sam"),
         }
-        with Load(calls, limit=40, pause=0.02) as load:  # type: ignore[arg-type]
+        with Load(calls, limit=40, pause=0.02) as load:
             time.sleep(1.5)
             assert {s.status for s in load.of("bob-b")} == {200}, "bob must be served first"
             down = time.monotonic()
