@@ -12,7 +12,7 @@
     ├── PayloadTooLargeError      413
     ├── RateLimitedError          429: carries retry_after (seconds)
     │   └── ThrottledError        429: a failure budget (pair, account, ip) is spent
-    ├── UnavailableError          503: a dependency is down and the action fails closed
+    ├── UnavailableError          503 + Retry-After: a dependency is down (fails closed)
     ├── UpstreamError             502: the proxy's upstream failed
     └── UpstreamTimeout           504: the proxy's upstream did not answer in time
 
@@ -128,9 +128,23 @@ class ThrottledError(RateLimitedError):
 
 
 class UnavailableError(GarrisonError):
+    """503 with ``Retry-After``: ``dependency`` (``database``, ``redis``, ``idp`` ...) is away."""
+
     status = 503
     code = "unavailable"
     title = "Service unavailable"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        dependency: str = "dependency",
+        retry_after: int = 1,
+        reasons: Sequence[str] = (),
+    ) -> None:
+        self.dependency = dependency
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(detail, reasons=reasons)
 
 
 class UpstreamError(GarrisonError):

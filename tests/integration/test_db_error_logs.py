@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from garrison.app import build_services
+from garrison.config import SECRET_SETTINGS
 from garrison.gateway.asgi import create_app
 from garrison.keys.sealing import new_secret
 from garrison.observability.logging import JsonFormatter
@@ -198,10 +199,7 @@ def _closed_port_url() -> str:
 @pytest.mark.slow
 @pytest.mark.req("C3", "C6")
 def test_production_serve_refuses_an_unreachable_database_by_name(tmp_path: Path) -> None:
-    secrets = {
-        name: new_secret()
-        for name in ("GARRISON_KEYRING_KEY", "SECRET_ENCRYPTION_KEY", "GARRISON_SESSION_SECRET")
-    }
+    secrets = {name: new_secret() for name in SECRET_SETTINGS}  # every required secret
     env = base_env(
         tmp_path / "data", GARRISON_ENV="production", DATABASE_URL=_closed_port_url(), **secrets
     )

@@ -92,7 +92,7 @@ class Pipeline:
         self.key_uses = KeyUseLog(audit, clock)
         self._admitted: dict[Hashable, _Admitted] = {}
         self._generation = 0  # bumped by every invalidation; an admission begun before is not kept
-        self._ttl = config.remember_ttl if bus.cross_process else min(config.remember_ttl, 1.0)
+        self._bus = bus  # while it cannot deliver other processes' messages: 1 s at most
         self._lookups: dict[str, asyncio.Future[Principal]] = {}
         bus.subscribe(self._invalidate)
 
@@ -352,7 +352,8 @@ class Pipeline:
             return
         if len(self._admitted) >= _ADMITTED_CACHE_SIZE:
             self._admitted.clear()
-        until = min(principal.expires_at, self.clock() + self._ttl)
+        ttl = self._bus.cache_ttl(self.config.remember_ttl)
+        until = min(principal.expires_at, self.clock() + ttl)
         plan = self.guard.plan(attempt.path, group, principal, admission.tenant)
         self._admitted[key] = _Admitted(admission, plan, until, self.authorizer.version)
 

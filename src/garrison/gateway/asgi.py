@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garrison.app import Services
 from garrison.audit.writer import AuditWriter
-from garrison.errors import GarrisonError
+from garrison.errors import GarrisonError, UnavailableError
 from garrison.gateway.problem import problem_body, problem_response, simple_problem
 from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.routes import admin, auth, health, wellknown
@@ -45,8 +45,10 @@ log = logging.getLogger("garrison.gateway")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-async def _garrison_error(_request: Request, exc: Exception) -> Response:
+async def _garrison_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GarrisonError)
+    if isinstance(exc, UnavailableError):  # 503 + Retry-After, counted by dependency
+        request.app.state.services.metrics.dependency_unavailable(exc.dependency)
     return problem_response(exc)
 
 

@@ -37,7 +37,7 @@ from opentelemetry import trace
 from starlette.types import Receive, Scope, Send
 
 from garrison.admission import Attempt, Pipeline
-from garrison.errors import AuthenticationError, BadRequestError, GarrisonError
+from garrison.errors import AuthenticationError, BadRequestError, GarrisonError, UnavailableError
 from garrison.gateway.edge import AllowedOrigins, origin_refused
 from garrison.gateway.forwarded import TrustedProxies, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
@@ -154,6 +154,8 @@ class VerifyEndpoint:
                 attempt = self._attempt(method, uri, found, ip, request_id)
                 admission = await self.pipeline.admit(attempt, cache_key=key)
         except GarrisonError as exc:
+            if isinstance(exc, UnavailableError):
+                self.pipeline.metrics.dependency_unavailable(exc.dependency)
             await send_error(send, exc, request_id)
             self._observe(exc.status, found, started, exc.code)
             return exc.status

@@ -2,18 +2,20 @@
 
 The hot path: a token verified before is a dict hit (``TokenCodec``), then the user's status and the
 session's revocation come from small caches that the invalidation bus empties the moment a user is
-disabled, a session revoked or a key revoked, on every replica. Without a cross-process bus the
-caches live at most one second, which keeps A4's bound across processes.
+disabled, a session revoked or a key revoked, on every replica. Without a cross-process bus, or while
+it is disconnected, the caches keep an entry at most one second, which keeps A4's bound across
+processes. A database that cannot be reached is ``UnavailableError`` (503), never an inactive user.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from garrison.clock import Clock, system_clock
-from garrison.errors import AuthenticationError
+from garrison.errors import AuthenticationError, NotFoundError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.sessions import SessionStore
@@ -39,8 +41,8 @@ class _UserStatus:
 class _TtlCache:
     """A dict with per-entry expiry; entries are replaced, never mutated."""
 
-    def __init__(self, ttl: float, clock: Clock, max_size: int = 100_000) -> None:
-        self.ttl = ttl
+    def __init__(self, ttl: Callable[[], float], clock: Clock, max_size: int = 100_000) -> None:
+        self.ttl = ttl  # read per entry: the bus's state decides how long one may be kept
         self.clock = clock
         self.max_size = max_size
         self.data: dict[str, tuple[float, Any]] = {}
@@ -54,7 +56,7 @@ class _TtlCache:
     def put(self, key: str, value: Any) -> None:
         if len(self.data) >= self.max_size:
             self.data.clear()
-        self.data[key] = (self.clock() + self.ttl, value)
+        self.data[key] = (self.clock() + self.ttl(), value)
 
     def drop(self, key: str) -> None:
         self.data.pop(key, None)
@@ -77,7 +79,10 @@ class Authenticator:
         self.sessions = sessions
         self.api_keys = api_keys
         self.external: ExternalTokens | None = None  # A10: set when external IdPs are configured
-        ttl = cache_ttl if bus.cross_process else min(cache_ttl, 1.0)
+
+        def ttl() -> float:
+            return bus.cache_ttl(cache_ttl)
+
         self._users = _TtlCache(ttl, clock)
         self._families = _TtlCache(ttl, clock)
         self._keys = _TtlCache(ttl, clock)
@@ -184,7 +189,7 @@ class Authenticator:
             return cached  # type: ignore[no-any-return]
         try:
             user: User | None = self.users.get(user_id)
-        except Exception:  # NotFoundError: a deleted user is simply inactive
+        except NotFoundError:  # a deleted user is simply inactive (an outage is a 503)
             user = None
         status = _UserStatus(
             active=bool(user and user.active),

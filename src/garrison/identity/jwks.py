@@ -31,13 +31,15 @@ def fetch_json(http: httpx.Client, url: str, *, max_bytes: int = MAX_JWKS_BYTES)
     try:
         response = http.get(url, timeout=FETCH_TIMEOUT, follow_redirects=False)
     except httpx.HTTPError as exc:
-        raise UnavailableError(f"cannot fetch {url}: {type(exc).__name__}") from None
+        raise UnavailableError(
+            f"cannot fetch {url}: {type(exc).__name__}", dependency="idp"
+        ) from None
     if response.status_code != 200 or len(response.content) > max_bytes:
-        raise UnavailableError(f"cannot fetch {url}: HTTP {response.status_code}")
+        raise UnavailableError(f"cannot fetch {url}: HTTP {response.status_code}", dependency="idp")
     try:
         return response.json()
     except ValueError:
-        raise UnavailableError(f"cannot fetch {url}: not JSON") from None
+        raise UnavailableError(f"cannot fetch {url}: not JSON", dependency="idp") from None
 
 
 class RemoteJwks:

@@ -26,6 +26,7 @@ from garrison.errors import (
     RateLimitedError,
     RefreshReuseError,
     ThrottledError,
+    UnavailableError,
 )
 from garrison.identity.passwords import verify_password
 from garrison.identity.sessions import SessionStore
@@ -131,7 +132,11 @@ class AuthService:
             raise
         # a name no account can have (NUL, which PostgreSQL refuses, or any other off-pattern
         # character) is an unknown user: no lookup, the same argon2 cost and the same answer
-        user = self.users.find(name) if USERNAME_RE.fullmatch(name) else None
+        try:
+            user = self.users.find(name) if USERNAME_RE.fullmatch(name) else None
+        except UnavailableError:  # nothing was checked: an outage must not lock anyone out
+            attempt.abandoned()
+            raise
         ok = verify_password(user.password_hash if user else None, password)
         if not (ok and user is not None and user.active):  # the held slots stay spent
             lockout = attempt.failed()

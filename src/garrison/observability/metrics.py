@@ -58,6 +58,12 @@ class Metrics:
             "Rate limiter backend failures (Redis unreachable).",
             registry=self.registry,
         )
+        self.unavailable = Counter(
+            "garrison_unavailable_total",
+            "Requests answered 503 because a dependency was away, by dependency.",
+            ["dependency"],
+            registry=self.registry,
+        )
         self.admin_actions = Counter(
             "garrison_admin_actions_total",
             "Administrative actions by action.",
@@ -92,6 +98,9 @@ class Metrics:
 
     def rate_limited(self, group: str) -> None:
         self.rate_limit_hits.labels(group).inc()
+
+    def dependency_unavailable(self, dependency: str) -> None:
+        self.unavailable.labels(dependency[:20]).inc()
 
     def admin_action(self, action: str) -> None:
         self.admin_actions.labels(action).inc()

@@ -23,6 +23,8 @@ The API, for any endpoint that checks a secret (login today; refresh and MFA lat
         lockout = attempt.failed()          # a Lockout when this failure reached the ceiling
         ...
     attempt.succeeded()
+    # or, when the secret could not be checked at all (the database was away):
+    attempt.abandoned()                     # its slots back; the pair keeps what it had
 
 ``begin`` takes one slot of each budget atomically, before the expensive check, so guesses sent
 in parallel cannot outrun a budget: the refused ones take nothing. ``succeeded`` gives the account
@@ -34,6 +36,7 @@ error raises ``UnavailableError`` (503): failure throttles always fail closed.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import threading
@@ -103,6 +106,9 @@ class FailureStore(Protocol):
     def release(self, keys: Keys, now: float) -> None:
         """A success: give back the ip and account slots, forget the pair."""
 
+    def unreserve(self, keys: Keys, now: float) -> None:
+        """Nothing was checked: give back the three slots, keep the pair's earlier failures."""
+
     def settle(self, keys: Keys, policy: FailurePolicy, now: float) -> int | None:
         """A failure: lock the pair from now; the account's count if this failure is the first in
         its window to find the account at its ceiling."""
@@ -136,6 +142,16 @@ class Attempt:
     def succeeded(self) -> None:
         t = self._throttle
         t.store.release(self._keys, t.clock())
+
+    def abandoned(self) -> None:
+        """The secret could not be checked (a dependency was away): the attempt takes nothing.
+
+        An outage must not lock real users out once it is over; unlike ``succeeded`` the pair
+        keeps its earlier failures. A store that is itself away keeps the slots (its 503 stands).
+        """
+        t = self._throttle
+        with contextlib.suppress(UnavailableError):
+            t.store.unreserve(self._keys, t.clock())
 
     def failed(self) -> Lockout | None:
         t = self._throttle
@@ -243,6 +259,16 @@ class MemoryFailureStore:
                     entry.count -= 1
             self._pairs.pop(keys.pair, None)
 
+    def unreserve(self, keys: Keys, now: float) -> None:
+        with self._lock:
+            for key in (keys.ip, keys.account):
+                entry = self._window(key, now)
+                if entry is not None and entry.count > 0:
+                    entry.count -= 1
+            pair = self._pair(keys.pair, now)
+            if pair is not None and pair.count > 0:
+                pair.count -= 1
+
     def settle(self, keys: Keys, policy: FailurePolicy, now: float) -> int | None:
         with self._lock:
             pair = self._pair(keys.pair, now)
@@ -334,6 +360,24 @@ redis.call('DEL', KEYS[3])
 return 0
 """
 
+# KEYS: ip, account, pair. ARGV: now. An attempt that checked nothing: its three slots back.
+_UNRESERVE = """
+local now = tonumber(ARGV[1])
+for i = 1, 2 do
+  local v = redis.call('HMGET', KEYS[i], 'n', 'reset')
+  local reset = tonumber(v[2])
+  if reset ~= nil and reset > now and (tonumber(v[1]) or 0) > 0 then
+    redis.call('HINCRBY', KEYS[i], 'n', -1)
+  end
+end
+local p = redis.call('HMGET', KEYS[3], 'n', 'expires')
+local expires = tonumber(p[2])
+if expires ~= nil and expires > now and (tonumber(p[1]) or 0) > 0 then
+  redis.call('HINCRBY', KEYS[3], 'n', -1)
+end
+return 0
+"""
+
 # KEYS: account, pair. ARGV: now, window, per_account, per_pair, base, cap.
 # Returns the account's count when this failure is the first to find it at its ceiling, else -1.
 _SETTLE = (
@@ -369,6 +413,7 @@ class RedisFailureStore:
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._settle = client.register_script(_SETTLE)
+        self._unreserve = client.register_script(_UNRESERVE)
 
     def _keys(self, keys: Keys) -> list[str]:
         return [self._prefix + keys.ip, self._prefix + keys.account, self._prefix + keys.pair]
@@ -379,7 +424,9 @@ class RedisFailureStore:
         try:
             budget, wait = self._reserve(keys=self._keys(keys), args=args)
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         name = budget.decode() if isinstance(budget, bytes) else str(budget)
         if not name:
             return None
@@ -389,7 +436,17 @@ class RedisFailureStore:
         try:
             self._release(keys=self._keys(keys), args=[repr(now)])
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
+
+    def unreserve(self, keys: Keys, now: float) -> None:
+        try:
+            self._unreserve(keys=self._keys(keys), args=[repr(now)])
+        except redis.RedisError as exc:
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
 
     def settle(self, keys: Keys, policy: FailurePolicy, now: float) -> int | None:
         args: list[str | int | float] = [repr(now), policy.window, policy.per_account]
@@ -397,5 +454,7 @@ class RedisFailureStore:
         try:
             count = self._settle(keys=self._keys(keys)[1:], args=args)
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         return int(count) if int(count) >= 0 else None

@@ -112,7 +112,7 @@ class LeasedLimiter:
 
     async def _refill(self, key: str, limit: int, window: int, now: float) -> Decision:
         if now < self._down_until:
-            raise UnavailableError("rate limiter unavailable (circuit open)")
+            raise UnavailableError("rate limiter unavailable (circuit open)", dependency="redis")
         current = self._leases.get(key)
         seen = current.count if current is not None and current.ends > now else 0
         # requests already queued are demand, not a guess: asking for them strands nothing

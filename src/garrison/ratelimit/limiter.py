@@ -158,14 +158,18 @@ class RedisLimiter:
                 keys=[self._prefix + key], args=[want, limit, window * 1000]
             )
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         return Grant(int(granted), int(count), int(ttl_ms) / 1000)
 
     def hit(self, key: str, limit: int, window: int, cost: int = 1) -> Decision:
         try:
             count, ttl_ms = self._hit(keys=[self._prefix + key], args=[cost, window * 1000])
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         return _decide(int(count), limit, int(ttl_ms) / 1000)
 
     def peek(self, key: str, limit: int, window: int) -> Decision:
@@ -175,7 +179,9 @@ class RedisLimiter:
             pipe.pttl(self._prefix + key)
             raw, ttl_ms = pipe.execute()
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None
         count = int(raw or 0)
         if count == 0:
             return Decision(True, 0, limit, 0)
@@ -185,4 +191,6 @@ class RedisLimiter:
         try:
             self._client.delete(self._prefix + key)
         except redis.RedisError as exc:
-            raise UnavailableError(f"rate limiter unavailable: {type(exc).__name__}") from None
+            raise UnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+            ) from None

@@ -1,8 +1,12 @@
 """Cache invalidation across replicas (A4): Redis pub/sub, or in-process only.
 
 A message is ``"<kind>:<id>"`` (``user:42``, ``family:ab12``, ``apikey:9``, ``keys:*``, ``policy:*``).
-Every replica subscribes; a lost connection drops every cache on reconnect (``reset``), so a message
-missed while disconnected can never leave a stale entry behind.
+Every replica subscribes; a lost connection drops every cache at once and again on reconnect
+(``reset``), so a message missed while disconnected can never leave a stale entry behind. While a
+replica is disconnected, ``live`` is False and its caches keep entries one second at most (as
+without Redis), so a user disabled during a Redis outage is refused within a second even then
+(A4). Reconnection is retried every ``RECONNECT_MAX`` seconds at most: the caches are trusted again
+within a second of Redis coming back.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import redis
@@ -18,6 +23,11 @@ import redis.asyncio as aioredis
 log = logging.getLogger("garrison.bus")
 
 Listener = Callable[[str, str], None]  # (kind, id); kind "reset" means drop everything
+
+#: The longest wait between two reconnection attempts (seconds).
+RECONNECT_MAX = 0.5
+#: The longest a cache may keep an entry while no message from other processes can arrive.
+UNCONNECTED_TTL = 1.0
 
 
 class InvalidationBus:
@@ -28,6 +38,16 @@ class InvalidationBus:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+
+    @property
+    def live(self) -> bool:
+        """Whether messages from other processes reach this one now (never, in process only)."""
+        return False
+
+    def cache_ttl(self, ttl: float) -> float:
+        """How long a cache may keep an entry it takes now: ``ttl`` while the bus is live, at most
+        ``UNCONNECTED_TTL`` while another process's invalidation could be missed."""
+        return ttl if self.live else min(ttl, UNCONNECTED_TTL)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -62,13 +82,21 @@ class RedisBus(InvalidationBus):
         self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self._last_warning = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self.connected.is_set()
 
     def publish(self, kind: str, ident: str) -> None:
         self._deliver(kind, ident)
         try:
             self._sync.publish(self.channel, f"{kind}:{ident}")
-        except redis.RedisError:
-            log.exception("could not publish invalidation %s:%s", kind, ident)
+        except redis.RedisError as exc:  # the other replicas keep 1 s caches meanwhile
+            now = time.monotonic()
+            if now - self._last_warning >= 1.0:
+                self._last_warning = now
+                log.warning("could not publish invalidation %s:%s (%s)", kind, ident, exc)
 
     async def start(self) -> None:
         if self._task is None or self._task.done():
@@ -108,6 +136,6 @@ class RedisBus(InvalidationBus):
                 self._deliver("reset", "*")
                 log.warning("invalidation bus disconnected (%s); retrying", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RECONNECT_MAX)
             finally:
                 await client.aclose()

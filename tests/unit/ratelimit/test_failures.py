@@ -82,6 +82,25 @@ def test_a_success_gives_its_slots_back(store: FailureStore) -> None:
 
 
 @pytest.mark.req("A13")
+def test_an_abandoned_attempt_takes_nothing_and_keeps_earlier_failures(
+    store: FailureStore,
+) -> None:
+    """Logins the database could not check (503) must not lock the user out once it is back,
+    nor wipe a guesser's earlier failures as a success would."""
+    clock = Clock()
+    throttle = FailureThrottle(store, POLICY, scope="login", clock=clock)
+    for _ in range(20):  # an outage's worth of unchecked attempts: none of them counts
+        throttle.begin("alice", "192.0.2.1").abandoned()
+    assert throttle.begin("alice", "192.0.2.1").failed() is None  # the pair's first failure
+    throttle.begin("alice", "192.0.2.1").abandoned()  # keeps it (a success would forget it)
+    clock.now += 1
+    assert throttle.begin("alice", "192.0.2.1").failed() is None  # its second: now locked
+    with pytest.raises(ThrottledError) as caught:
+        throttle.begin("alice", "192.0.2.1")
+    assert caught.value.budget == "pair"
+
+
+@pytest.mark.req("A13")
 @pytest.mark.parametrize(
     ("ip", "key"),
     [
