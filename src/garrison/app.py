@@ -30,6 +30,7 @@ from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.authn import Authenticator
 from garrison.identity.cookies import SessionCookies
 from garrison.identity.external import build_external_tokens
+from garrison.identity.gotrue import build_gotrue_refresh
 from garrison.identity.jwks import FETCH_TIMEOUT
 from garrison.identity.oidc import OidcLogin, build_oidc_login
 from garrison.identity.provisioning import Provisioner
@@ -92,6 +93,8 @@ class Services:
 
     def close(self) -> None:
         self.oidc.close()
+        if self.auth.gotrue is not None:
+            self.auth.gotrue.close()
         self.db.dispose()
         self.bus.close()
         if self.redis is not None:
@@ -272,6 +275,9 @@ def build_services(
     provisioner = Provisioner(db, users, clock)
     authenticator.external = build_external_tokens(
         settings, idp_http, provisioner, lambda: keyring.verifiers, clock=clock
+    )
+    auth.gotrue = build_gotrue_refresh(  # SUPABASE_GOTRUE_URL (seed 001)
+        settings, lambda token: authenticator.authenticate(f"Bearer {token}")
     )
     oidc = build_oidc_login(
         settings, idp_http, client, provisioner, auth, limiter, audit, clock=clock

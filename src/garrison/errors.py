@@ -129,3 +129,15 @@ class UnavailableError(GarrisonError):
     status = 503
     code = "unavailable"
     title = "Service unavailable"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        reasons: Sequence[str] = (),
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        #: seconds after which trying again makes sense (sent as ``Retry-After``), when known
+        self.retry_after = None if retry_after is None else max(1, int(retry_after))
+        super().__init__(detail, reasons=reasons, code=code)

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from garrison.errors import GarrisonError, RateLimitedError
+from garrison.errors import GarrisonError, RateLimitedError, UnavailableError
 
 PROBLEM_TYPE_BASE = "https://garrison.dev/problems/"
 CONTENT_TYPE = "application/problem+json"
@@ -41,7 +41,7 @@ def problem_headers(exc: GarrisonError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="garrison"'
-    if isinstance(exc, RateLimitedError):
+    if isinstance(exc, RateLimitedError | UnavailableError) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 403 and exc.reasons:
         headers["X-Auth-Deny-Reason"] = _header_safe(exc.reasons[0])
