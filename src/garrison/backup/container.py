@@ -118,8 +118,10 @@ class ChunkWriter:
         self._index += 1
 
 
-def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
-    """The header, its digest and the chunk key; ``BackupError`` for a foreign file or wrong key."""
+def peek_header(src: IO[bytes]) -> tuple[Header, bytes, bytes, bytes]:
+    """The header of a Garrison backup without its key: (header, raw header, salt, key check).
+    ``BackupError`` for a foreign file (magic), a corrupt header or an unknown format. The header
+    is not authenticated yet: only ``read_header`` with the key, then the chunks, prove it."""
     if src.read(len(MAGIC)) != MAGIC:
         raise BackupError("not a Garrison backup (bad magic)")
     size = _read_u32(src, "header length")
@@ -135,6 +137,13 @@ def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
         raise BackupError("backup header is corrupt") from None
     if version != FORMAT_VERSION:
         raise BackupError(f"backup format {version!r} is not supported (expected {FORMAT_VERSION})")
+    return Header(fields), raw, salt, check
+
+
+def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
+    """The header, its digest and the chunk key; ``BackupError`` for a foreign file or wrong key."""
+    header, raw, salt, check = peek_header(src)
+    fields = header.fields
     key, expected = _file_keys(master, salt)
     if not hmac.compare_digest(check, expected):
         raise BackupError(
