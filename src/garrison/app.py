@@ -60,6 +60,7 @@ from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
 from garrison.usecases import AdminActions
 from garrison.vault import KeySet, Vault
+from garrison.vault.emails import EmailCipher
 
 log = logging.getLogger("garrison")
 
@@ -155,7 +156,22 @@ def upgrade_schema(
     applied = migrate.upgrade(db, progress)
     if KEYED_REVISION in applied:
         mark_keyed_start(db, audit_seal(settings).key, time.time())
+    seal_stored_emails(settings, db, progress)
     return applied
+
+
+def seal_stored_emails(
+    settings: Settings, db: Database, progress: Callable[[str], None] | None = None
+) -> int:
+    """The data step of revision 0005 (V2): encrypt every email still stored in plaintext, in
+    batches, under the vault's key (which a migration never sees). Idempotent; 0 when none."""
+    store = UserStore(db, InvalidationBus())
+    if not store.has_plaintext_emails():
+        return 0
+    store.emails = EmailCipher(KeySet.from_settings(settings, vault_secret(settings)))
+    if progress:
+        progress("0005 data: encrypting stored emails")
+    return store.seal_plaintext_emails()
 
 
 def open_database(settings: Settings) -> Database:
@@ -237,7 +253,8 @@ def build_services(
         cache_size=settings.token_cache_size,
         clock=clock,
     )
-    users = UserStore(db, bus, clock)
+    vault_keys = KeySet.from_settings(settings, vault_secret(settings))
+    users = UserStore(db, bus, clock, emails=EmailCipher(vault_keys))  # email sealed (V2)
     sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
     api_keys = ApiKeyStore(db, bus, clock, default_ttl=settings.api_key_ttl)
     authenticator = Authenticator(
@@ -316,7 +333,7 @@ def build_services(
         authenticator=authenticator,
         auth=auth,
         authorizer=authorizer,
-        vault=Vault(db, KeySet.from_settings(settings, vault_secret(settings)), clock),
+        vault=Vault(db, vault_keys, clock),
         metrics=metrics,
         cookies=cookies,
         oidc=oidc,
