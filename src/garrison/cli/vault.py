@@ -98,8 +98,10 @@ def rewrap(
         )
     )
     if failed:
+        counted = [f"{len(report.failed)} secret(s)"] if report.failed else []
+        counted += [f"{len(emails.failed)} email(s)"] if emails.failed else []
         fail(
-            f"{failed} secret(s) or email(s) do not decrypt under any configured key version",
+            f"{' and '.join(counted)} do not decrypt under any configured key version",
             tuple(f"vault_secrets.id {row_id}" for row_id in report.failed[:20])
             + tuple(f"users.id {row_id} (email)" for row_id in emails.failed[:20]),
             as_json,
