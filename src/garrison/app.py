@@ -39,6 +39,7 @@ from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.authn import Authenticator
 from garrison.identity.cookies import SessionCookies
 from garrison.identity.external import SUPABASE, ExternalIdpConfig, build_external_tokens
+from garrison.identity.gotrue import build_gotrue_refresh
 from garrison.identity.jwks import FETCH_TIMEOUT
 from garrison.identity.oidc import Limits, OidcConfig, OidcLogin, build_oidc_login
 from garrison.identity.provisioning import Provisioner
@@ -69,6 +70,7 @@ from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
 from garrison.usecases import AdminActions
 from garrison.vault import KeySet, Vault, VaultConfig
+from garrison.vault.emails import EmailCipher
 from garrison.vault.keys import split_old_keys
 
 log = logging.getLogger("garrison")
@@ -104,6 +106,8 @@ class Services:
 
     def close(self) -> None:
         self.oidc.close()
+        if self.auth.gotrue is not None:
+            self.auth.gotrue.close()
         self.db.dispose()
         self.bus.close()
         if self.redis is not None:
@@ -164,7 +168,22 @@ def upgrade_schema(
     applied = migrate.upgrade(db, progress)
     if KEYED_REVISION in applied:
         mark_keyed_start(db, audit_seal(settings).key, time.time())
+    seal_stored_emails(settings, db, progress)
     return applied
+
+
+def seal_stored_emails(
+    settings: Settings, db: Database, progress: Callable[[str], None] | None = None
+) -> int:
+    """The data step of revision 0005 (V2): encrypt every email still stored in plaintext, in
+    batches, under the vault's key (which a migration never sees). Idempotent; 0 when none."""
+    store = UserStore(db, InvalidationBus())
+    if not store.has_plaintext_emails():
+        return 0
+    store.emails = EmailCipher(KeySet.from_config(vault_config(settings)))
+    if progress:
+        progress("0005 data: encrypting stored emails")
+    return store.seal_plaintext_emails()
 
 
 def open_database(settings: Settings) -> Database:
@@ -253,7 +272,8 @@ def build_services(
         cache_size=settings.token_cache_size,
         clock=clock,
     )
-    users = UserStore(db, bus, clock)
+    vault_keys = KeySet.from_config(vault_config(settings))
+    users = UserStore(db, bus, clock, emails=EmailCipher(vault_keys))  # email sealed (V2)
     sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
     api_keys = ApiKeyStore(db, bus, clock, default_ttl=settings.api_key_ttl)
     authenticator = Authenticator(
@@ -295,6 +315,9 @@ def build_services(
         lambda: keyring.verifiers,
         clock=clock,
     )
+    auth.gotrue = build_gotrue_refresh(  # SUPABASE_GOTRUE_URL (seed 001)
+        settings, lambda token: authenticator.authenticate(f"Bearer {token}")
+    )
     oidc = build_oidc_login(
         oidc_config(settings, env), idp_http, client, provisioner, auth, limiter, audit, clock=clock
     )
@@ -332,7 +355,7 @@ def build_services(
         authenticator=authenticator,
         auth=auth,
         authorizer=authorizer,
-        vault=Vault(db, KeySet.from_config(vault_config(settings)), clock),
+        vault=Vault(db, vault_keys, clock),
         metrics=metrics,
         cookies=cookies,
         oidc=oidc,

@@ -139,12 +139,14 @@ class UnavailableError(GarrisonError):
         detail: str | None = None,
         *,
         dependency: str = "dependency",
-        retry_after: int = 1,
+        retry_after: int | None = 1,
         reasons: Sequence[str] = (),
+        code: str | None = None,
     ) -> None:
         self.dependency = dependency
-        self.retry_after = max(1, int(retry_after))
-        super().__init__(detail, reasons=reasons)
+        #: seconds after which trying again makes sense (always sent as ``Retry-After``)
+        self.retry_after = max(1, int(retry_after or 1))
+        super().__init__(detail, reasons=reasons, code=code)
 
 
 class UpstreamError(GarrisonError):

@@ -38,7 +38,7 @@ def test_export_holds_everything_about_the_user_and_no_credential(
 ) -> None:
     svc = backend_services
     ada_id, key, refresh = _setup(svc)
-    doc = export_user(svc.db, ada_id, now=svc.clock())
+    doc = export_user(svc.db, ada_id, now=svc.clock(), email_of=svc.users.email_of)
     assert doc["user"]["username"] == "ada"
     assert doc["user"]["email"] == "ada@acme.test"
     assert doc["user"]["has_password"] is True

@@ -41,7 +41,13 @@ def test_rotation_by_configuration_then_rewrap(tmp_path: Path, make_settings: Ma
     )
     status = _json(run_cli("vault", "status", "--json", env=rotated))
     assert status["versions"] == [
-        {"key_version": old_version, "secrets": 25, "current": False, "configured": True}
+        {
+            "key_version": old_version,
+            "secrets": 25,
+            "emails": 0,
+            "current": False,
+            "configured": True,
+        }
     ]
     report = _json(run_cli("vault", "rewrap", "--batch-size", "7", "--json", env=rotated))
     assert report["pending"] == report["rewrapped"] == 25

@@ -140,8 +140,10 @@ def plain_header(src: IO[bytes]) -> dict[str, Any]:
     return fields
 
 
-def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
-    """The header, its digest and the chunk key; ``BackupError`` for a foreign file or wrong key."""
+def peek_header(src: IO[bytes]) -> tuple[Header, bytes, bytes, bytes]:
+    """The header of a Garrison backup without its key: (header, raw header, salt, key check).
+    ``BackupError`` for a foreign file (magic), a corrupt header or an unknown format. The header
+    is not authenticated yet: only ``read_header`` with the key, then the chunks, prove it."""
     raw = _raw_header(src)
     try:
         fields = json.loads(raw)
@@ -152,6 +154,13 @@ def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
         raise BackupError("backup header is corrupt") from None
     if version != FORMAT_VERSION:
         raise BackupError(f"backup format {version!r} is not supported (expected {FORMAT_VERSION})")
+    return Header(fields), raw, salt, check
+
+
+def read_header(src: IO[bytes], master: bytes) -> tuple[Header, bytes, bytes]:
+    """The header, its digest and the chunk key; ``BackupError`` for a foreign file or wrong key."""
+    header, raw, salt, check = peek_header(src)
+    fields = header.fields
     key, expected = _file_keys(master, salt)
     if not hmac.compare_digest(check, expected):
         raise BackupError(

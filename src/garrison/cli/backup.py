@@ -1,4 +1,5 @@
-"""``garrison backup create FILE`` / ``garrison backup restore FILE`` (O1).
+"""``garrison backup create FILE`` / ``garrison backup restore FILE`` (O1), and retention:
+``garrison backup prune DIR [--keep N] [--older-than 30d]`` (V5; see ``garrison.backup.prune``).
 
 The backup key is ``GARRISON_BACKUP_KEY``, or (when unset) one derived from
 ``SECRET_ENCRYPTION_KEY`` for this purpose only. Set ``GARRISON_BACKUP_KEY`` explicitly if backups
@@ -19,10 +20,13 @@ from garrison.app import Services, open_migrator_database, vault_secret
 from garrison.audit.event import AuditEvent
 from garrison.audit.writer import chain_head
 from garrison.backup import backup_key, create_backup, restore_backup
+from garrison.backup.prune import Progress as PruneProgress
+from garrison.backup.prune import prune as prune_backups
 from garrison.cli.context import state
-from garrison.cli.output import emit, err, errors_as_exit, out
+from garrison.cli.output import emit, err, errors_as_exit, fail, out
 from garrison.cli.users import cli_actor
 from garrison.config.checks import secret_problem
+from garrison.config.settings import duration_seconds
 from garrison.errors import ConfigError
 
 app = typer.Typer(help="Backups: create (encrypted) and restore.", no_args_is_help=True)
@@ -129,3 +133,105 @@ def restore(
         as_json,
         lambda: out.print(f"restored {sum(contents.tables.values())} rows from {file}"),
     )
+
+
+class _PruneBars(PruneProgress):
+    """Files judged, then files deleted, on stderr; nothing with --json."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def scanning(self, total: int) -> None:
+        self.task = self.progress.add_task("judging", total=total)
+
+    def scanned(self) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+    def deleting(self, total: int) -> None:
+        self.task = self.progress.add_task("deleting", total=total)
+
+    def deleted(self) -> None:
+        self.scanned()
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Argument(help="The directory of backups.", file_okay=False, exists=True)
+    ],
+    keep: Annotated[
+        int | None, typer.Option("--keep", min=1, help="Keep the newest N backups.")
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Delete backups older than this (30d, 12h, seconds)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old Garrison backups in DIR: those neither --keep N (the newest N) nor
+    --older-than (their age, from each backup's own header) keeps. Any other file is left alone.
+    Exit 1 if a backup could not be deleted, 2 for a usage error."""
+    if keep is None and older_than is None:
+        fail("give --keep N, --older-than DURATION, or both", (), as_json, code=2)
+    age: int | None = None
+    if older_than is not None:
+        age = duration_seconds(older_than)
+        if age is None:
+            fail(
+                f"--older-than {older_than!r}: a positive duration such as 30d, 12h or 3600",
+                (),
+                as_json,
+                code=2,
+            )
+    svc = state(ctx).services()
+    with errors_as_exit(as_json), _progress(as_json) as bar:
+        report = prune_backups(
+            directory,
+            keep=keep,
+            older_than=age,
+            now=svc.clock(),
+            dry_run=dry_run,
+            progress=_PruneBars(bar),
+        )
+    if not dry_run:
+        svc.audit.record_sync(
+            AuditEvent(
+                action="admin.backup.prune",
+                outcome="failure" if report.failed else "success",
+                actor=cli_actor(),
+                details={
+                    "directory": str(directory),
+                    "keep": keep,
+                    "older_than": age,
+                    "deleted": [str(b.path.name) for b in report.deleted],
+                    "kept": len(report.kept),
+                    "failed": len(report.failed),
+                },
+            )
+        )
+    data = report.as_dict()
+
+    def human() -> None:
+        verb = "would delete" if dry_run else "deleted"
+        for backup in report.deleted:
+            out.print(f"{verb} {backup.path}")
+        for path, reason in report.skipped:
+            out.print(f"left alone {path}: {reason}")
+        out.print(
+            f"{verb} {len(report.deleted)} backup(s), kept {len(report.kept)}"
+            f" ({data['freed_bytes']} bytes)"
+        )
+
+    emit(data, as_json, human)
+    if report.failed:  # the report above lists them; with --json under "failed"
+        if not as_json:
+            err.print(f"[bold red]error:[/] {len(report.failed)} backup(s) could not be deleted")
+            for path, reason in report.failed:
+                err.print(f"  - {path}: {reason}")
+        raise typer.Exit(1)

@@ -8,6 +8,10 @@ Rotation without downtime, for N replicas:
 3. ``garrison vault rewrap`` (online, in batches: each row stays readable under the version it names);
 4. ``garrison vault status`` shows no secret on an old version: drop the old key and roll once more.
 
+The users' encrypted emails (V2) are under the same key: ``rewrap`` re-wraps them too, recomputes
+their blind index under the current key, and seals any address an older replica stored in plaintext;
+``status`` counts them per version.
+
 With a single replica, steps 1 and 2 can be one restart.
 """
 
@@ -35,10 +39,17 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     svc = state(ctx).services()
     with errors_as_exit(as_json):
         counts = svc.vault.versions()
+        emails = svc.users.email_versions()
     keys = svc.vault.keys
     rows = [
-        {"key_version": v, "secrets": n, "current": v == keys.current, "configured": keys.knows(v)}
-        for v, n in sorted(counts.items())
+        {
+            "key_version": v,
+            "secrets": counts.get(v, 0),
+            "emails": emails.get(v, 0),
+            "current": v == keys.current,
+            "configured": keys.knows(v),
+        }
+        for v in sorted(set(counts) | set(emails))
     ]
     data = {"current_version": keys.current, "versions": rows}
 
@@ -46,7 +57,10 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         out.print(f"current key version {keys.current}")
         for row in rows:
             flag = "current" if row["current"] else "old" if row["configured"] else "NOT CONFIGURED"
-            out.print(f"  version {row['key_version']:>10}  {row['secrets']:>8} secret(s)  {flag}")
+            out.print(
+                f"  version {row['key_version']:>10}  {row['secrets']:>8} secret(s)"
+                f"  {row['emails']:>8} email(s)  {flag}"
+            )
 
     emit(data, as_json, human)
 
@@ -65,29 +79,40 @@ def rewrap(
     with Progress(*columns, console=err, disable=as_json) as bar, errors_as_exit(as_json):
         keys = svc.vault.keys
         stale = sum(n for v, n in svc.vault.versions().items() if v != keys.current)
-        task = bar.add_task("rewrap", total=stale)
+        stale_emails = sum(n for v, n in svc.users.email_versions().items() if v != keys.current)
+        task = bar.add_task("rewrap", total=stale + stale_emails)
         report = svc.vault.rewrap(batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+        emails = svc.users.rewrap_emails(
+            batch_size=batch_size, progress=lambda n: bar.advance(task, n)
+        )
+    failed = len(report.failed) + len(emails.failed)
     svc.audit.record_sync(
         AuditEvent(
             action="admin.vault.rewrap",
-            outcome="failure" if report.failed else "success",
+            outcome="failure" if failed else "success",
             actor=cli_actor(),
             details={k: v for k, v in report.as_dict().items() if k != "failed"}
-            | {"failed": len(report.failed)},
+            | {"failed": len(report.failed)}
+            | {"emails": {k: v for k, v in emails.as_dict().items() if k != "failed"}}
+            | {"emails_failed": len(emails.failed)},
         )
     )
-    if report.failed:
+    if failed:
+        counted = [f"{len(report.failed)} secret(s)"] if report.failed else []
+        counted += [f"{len(emails.failed)} email(s)"] if emails.failed else []
         fail(
-            f"{len(report.failed)} secret(s) do not decrypt under any configured key version",
-            tuple(f"vault_secrets.id {row_id}" for row_id in report.failed[:20]),
+            f"{' and '.join(counted)} do not decrypt under any configured key version",
+            tuple(f"vault_secrets.id {row_id}" for row_id in report.failed[:20])
+            + tuple(f"users.id {row_id} (email)" for row_id in emails.failed[:20]),
             as_json,
         )
     emit(
-        report.as_dict(),
+        report.as_dict() | {"emails": emails.as_dict()},
         as_json,
         lambda: out.print(
-            f"re-wrapped {report.rewrapped} of {report.pending} secret(s) under key version "
-            f"{report.current_version}"
+            f"re-wrapped {report.rewrapped} of {report.pending} secret(s) and {emails.rewrapped}"
+            f" of {emails.pending} email(s) under key version {report.current_version}"
             + (f"; {report.skipped} rewritten meanwhile" if report.skipped else "")
+            + (f"; {emails.sealed} plaintext email(s) encrypted" if emails.sealed else "")
         ),
     )

@@ -154,6 +154,12 @@ class Settings(FrozenModel):
     supabase_admin_roles: str = Field("", alias="SUPABASE_ADMIN_ROLES")
     supabase_jwt_issuer: str = Field("", alias="SUPABASE_JWT_ISSUER")
     supabase_url: str = Field("", alias="SUPABASE_URL")
+    #: a self-hosted GoTrue: `POST /auth/refresh` passes GoTrue refresh tokens to it (seed 001)
+    supabase_gotrue_url: str = Field("", alias="SUPABASE_GOTRUE_URL")
+    #: sent to GoTrue as its ``apikey`` header, when set
+    supabase_anon_key: SecretStr | None = Field(None, alias="SUPABASE_ANON_KEY")
+    #: seconds GoTrue may take to answer a refresh (connect and read, each)
+    supabase_gotrue_timeout: float = Field(5.0, alias="SUPABASE_GOTRUE_TIMEOUT", gt=0, le=30)
     #: previous vault keys, comma-separated: still decrypt until `garrison vault rewrap` (V3)
     secret_encryption_keys_old: SecretStr | None = Field(
         None, alias="GARRISON_SECRET_ENCRYPTION_KEYS_OLD"

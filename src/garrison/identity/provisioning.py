@@ -102,7 +102,7 @@ class Provisioner:
                 users.insert().values(
                     id=user_id,
                     username=external_username(source, sub),
-                    email=usable_email(email),
+                    **self.users.email_columns(user_id, usable_email(email)),  # sealed (V2)
                     password_hash=None,
                     roles=sorted(granted),
                     tenant=tenant,

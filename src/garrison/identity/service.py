@@ -28,7 +28,9 @@ from garrison.errors import (
     ThrottledError,
     UnavailableError,
 )
+from garrison.identity.gotrue import GoTrueRefresh, GoTrueTokens
 from garrison.identity.passwords import verify_password
+from garrison.identity.sessions import PREFIX as REFRESH_PREFIX
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import USERNAME_RE, User, UserStore, normalise_username
 from garrison.ratelimit.failures import FailureThrottle, Lockout
@@ -113,6 +115,8 @@ class AuthService:
         self.audit = audit
         self.throttle = throttle
         self.permissions_for = permissions_for
+        #: GoTrue's refresh grant (``SUPABASE_GOTRUE_URL``, seed 001); None: Garrison's tokens only
+        self.gotrue: GoTrueRefresh | None = None
 
     # -- login ---------------------------------------------------------------------------------
     def login(self, username: str, password: str, client: Client) -> TokenPair:
@@ -174,13 +178,51 @@ class AuthService:
         )
 
     # -- refresh -------------------------------------------------------------------------------
-    def refresh(self, refresh_token: str, client: Client) -> TokenPair:
+    def refresh_grant(self, refresh_token: str, client: Client) -> TokenPair | GoTrueTokens:
+        """``POST /auth/refresh`` with a token in the body: Garrison's own (``grt_``) are rotated
+        here; any other goes to GoTrue when ``SUPABASE_GOTRUE_URL`` is set (seed 001)."""
+        if self.gotrue is None or refresh_token.startswith(REFRESH_PREFIX):
+            return self.refresh(refresh_token, client)
+        self._refresh_budget(client)
+        try:
+            tokens = self.gotrue.refresh(refresh_token)
+        except AuthenticationError as exc:
+            self._audit(
+                "auth.refresh",
+                "failure",
+                client,
+                actor=exc.subject,
+                reason=exc.detail,
+                details={"idp": "supabase", "reasons": list(exc.reasons)},
+            )
+            raise
+        except UnavailableError as exc:
+            self._audit(
+                "auth.refresh", "error", client, reason=exc.detail, details={"idp": "supabase"}
+            )
+            raise
+        who = tokens.principal
+        self._audit(
+            "auth.refresh",
+            "success",
+            client,
+            actor=who.sub,
+            tenant=who.tenant,
+            details={"idp": "supabase", "external_sub": who.extra.get("external_sub")},
+        )
+        return tokens
+
+    def _refresh_budget(self, client: Client) -> None:
         decision = self.limiter.hit(
             f"refresh:ip:{client.ip or '-'}", self.throttle.refresh_per_ip, self.throttle.window
         )
         if not decision.allowed:
             self._audit("auth.refresh", "deny", client, reason="throttled")
             raise RateLimitedError(decision.retry_after, "too many refreshes")
+
+    def refresh(self, refresh_token: str, client: Client) -> TokenPair:
+        """Rotate one of Garrison's own refresh tokens (the only kind a cookie session holds)."""
+        self._refresh_budget(client)
         try:
             rotation = self.sessions.rotate(refresh_token)
         except RefreshReuseError:

@@ -1,20 +1,30 @@
-"""Users (A1, A4, A12): create, find, disable, revoke sessions. Storage via SQLAlchemy Core."""
+"""Users (A1, A4, A12): create, find, disable, revoke sessions. Storage via SQLAlchemy Core.
+
+The email is encrypted at rest (V2): ``garrison.vault.emails`` seals it under the vault's key and
+gives the keyed blind index that ``find_by_email`` looks up; nothing here writes a plaintext
+address. ``seal_plaintext_emails`` encrypts rows that still hold one (those of before revision
+0005, or written by an older replica during a rolling upgrade), and ``rewrap_emails`` moves every
+address to the current vault key (``garrison vault rewrap``).
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
-from garrison.errors import ConflictError, NotFoundError, ValidationError
+from garrison.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from garrison.identity.passwords import hash_password
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
 from garrison.storage.schema import api_keys, refresh_families, users
+from garrison.vault.emails import NO_EMAIL, EmailCipher
+from garrison.vault.errors import DecryptError
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,149}$")
 ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -63,11 +73,33 @@ class User:
         }
 
 
-def _user(row: Any) -> User:
+@dataclass(slots=True)
+class EmailRewrapReport:
+    """What ``rewrap_emails`` did: addresses moved to the current key, plaintext ones sealed."""
+
+    current_version: int
+    pending: int  # encrypted addresses not under the current key when the run started
+    rewrapped: int = 0
+    sealed: int = 0  # plaintext addresses encrypted on the way
+    skipped: int = 0  # rewritten meanwhile (already current)
+    failed: list[str] = field(default_factory=list)  # ids of users whose address does not open
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current_version": self.current_version,
+            "pending": self.pending,
+            "rewrapped": self.rewrapped,
+            "sealed": self.sealed,
+            "skipped": self.skipped,
+            "failed": list(self.failed),
+        }
+
+
+def _user(row: Any, email: str | None) -> User:
     return User(
         id=row.id,
         username=row.username,
-        email=row.email,
+        email=email,
         roles=tuple(row.roles or ()),
         tenant=row.tenant,
         active=bool(row.active),
@@ -90,10 +122,166 @@ def validate_tenant(tenant: str | None) -> str | None:
 
 
 class UserStore:
-    def __init__(self, db: Database, bus: InvalidationBus, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: InvalidationBus,
+        clock: Clock = system_clock,
+        *,
+        emails: EmailCipher | None = None,
+    ) -> None:
         self.db = db
         self.bus = bus
         self.clock = clock
+        #: seals and opens the email column (V2); None: users without an email only
+        self.emails = emails
+
+    # -- the encrypted email (V2) ----------------------------------------------------------------
+    def email_columns(self, user_id: str, email: str | None) -> dict[str, object]:
+        """The stored columns for ``email`` in the row of ``user_id``: never a plaintext."""
+        if email is None:
+            return dict(NO_EMAIL)
+        if self.emails is None:
+            raise ConfigError(["SECRET_ENCRYPTION_KEY: needed to store an email (encrypted, V2)"])
+        return self.emails.seal(user_id, email).columns()
+
+    def email_of(self, row: Any) -> str | None:
+        """The address of a ``users`` row; ``DecryptError`` when it does not open."""
+        if row.email_ciphertext is not None:
+            if self.emails is None:
+                raise DecryptError()
+            return self.emails.open(row.id, row.email_key_version, row.email_ciphertext)
+        legacy: str | None = row.email  # not sealed yet (``seal_plaintext_emails``); normally None
+        return legacy
+
+    def _user(self, row: Any) -> User:
+        return _user(row, self.email_of(row))
+
+    def find_by_email(self, email: str, *, limit: int = 100) -> list[User]:
+        """Users with this address (any letter case), every tenant, by the blind index."""
+        if self.emails is None or "\x00" in email or not email.strip():
+            return []
+        wanted = self.emails.index_values(email)
+        stmt = (
+            sa.select(users)
+            .where(users.c.email_index.in_(wanted))
+            .order_by(users.c.created_at)
+            .limit(limit)
+        )
+        with self.db.begin(tenant=ALL_TENANTS) as conn:
+            return [self._user(r) for r in conn.execute(stmt)]
+
+    def has_plaintext_emails(self) -> bool:
+        with self.db.begin(tenant=ALL_TENANTS) as conn:
+            found = conn.execute(
+                sa.select(users.c.id).where(users.c.email.is_not(None)).limit(1)
+            ).first()
+        return found is not None
+
+    def seal_plaintext_emails(
+        self, *, batch_size: int = 500, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Encrypt every address still stored in plaintext and empty that column, in batches of
+        committed transactions (online: a row changed meanwhile is left for the next run).
+        Returns the number sealed."""
+        if batch_size < 1:
+            raise ValidationError("batch size: at least 1")
+        done, after = 0, ""
+        while True:
+            with self.db.begin(tenant=ALL_TENANTS) as conn:
+                rows = conn.execute(
+                    sa.select(users.c.id, users.c.email)
+                    .where(users.c.email.is_not(None), users.c.id > after)
+                    .order_by(users.c.id)
+                    .limit(batch_size)
+                ).all()
+            if not rows:
+                return done
+            after = rows[-1].id
+            if self.emails is None:
+                raise ConfigError(["SECRET_ENCRYPTION_KEY: needed to encrypt stored emails (V2)"])
+            sealed = [(r, self.emails.seal(r.id, r.email)) for r in rows]
+            done += self._write_sealed(sealed)
+            if progress is not None:
+                progress(len(rows))
+
+    def _write_sealed(self, sealed: Sequence[tuple[Any, Any]]) -> int:
+        count = 0
+        with self.db.begin(tenant=ALL_TENANTS, immediate=True) as conn:
+            for row, columns in sealed:
+                result = conn.execute(
+                    sa.update(users)
+                    .where(users.c.id == row.id, users.c.email == row.email)
+                    .values(columns.columns())
+                )
+                count += int(result.rowcount or 0)
+        return count
+
+    def email_versions(self) -> dict[int, int]:
+        """Encrypted addresses per key version (``garrison vault status``)."""
+        with self.db.begin(tenant=ALL_TENANTS) as conn:
+            rows = conn.execute(
+                sa.select(users.c.email_key_version, sa.func.count())
+                .where(users.c.email_ciphertext.is_not(None))
+                .group_by(users.c.email_key_version)
+            ).all()
+        return {int(version): int(count) for version, count in rows}
+
+    def rewrap_emails(
+        self, *, batch_size: int = 200, progress: Callable[[int], None] | None = None
+    ) -> EmailRewrapReport:
+        """Every address under the current vault key and index key, online, in batches; plaintext
+        addresses left by an older replica are sealed first."""
+        if self.emails is None:
+            raise ConfigError(["SECRET_ENCRYPTION_KEY: needed to re-wrap stored emails (V2)"])
+        cipher = self.emails
+        sealed = self.seal_plaintext_emails(batch_size=batch_size)
+        stale = sa.and_(
+            users.c.email_ciphertext.is_not(None),
+            users.c.email_key_version != cipher.keys.current,
+        )
+        with self.db.begin(tenant=ALL_TENANTS) as conn:
+            pending = conn.execute(
+                sa.select(sa.func.count()).select_from(users).where(stale)
+            ).scalar_one()
+        report = EmailRewrapReport(cipher.keys.current, int(pending), sealed=sealed)
+        after = ""
+        while True:
+            with self.db.begin(tenant=ALL_TENANTS) as conn:
+                rows = conn.execute(
+                    sa.select(users.c.id, users.c.email_key_version, users.c.email_ciphertext)
+                    .where(stale, users.c.id > after)
+                    .order_by(users.c.id)
+                    .limit(batch_size)
+                ).all()
+            if not rows:
+                return report
+            after = rows[-1].id
+            fresh = []
+            for row in rows:
+                try:
+                    fresh.append(
+                        (row, cipher.rewrap(row.id, row.email_key_version, row.email_ciphertext))
+                    )
+                except DecryptError:
+                    report.failed.append(row.id)
+            with self.db.begin(tenant=ALL_TENANTS, immediate=True) as conn:
+                for row, columns in fresh:
+                    result = conn.execute(
+                        sa.update(users)
+                        .where(
+                            users.c.id == row.id,
+                            users.c.email_key_version == row.email_key_version,
+                            users.c.email_ciphertext == row.email_ciphertext,
+                        )
+                        .values(columns.columns())
+                    )
+                    if result.rowcount:
+                        report.rewrapped += 1
+                    else:
+                        report.skipped += 1
+            if progress is not None:
+                progress(len(rows))
 
     def create(
         self,
@@ -123,7 +311,7 @@ class UserStore:
                     users.insert().values(
                         id=user_id,
                         username=name,
-                        email=email,
+                        **self.email_columns(user_id, email),
                         password_hash=pw_hash,
                         roles=sorted(set(roles)),
                         tenant=tenant,
@@ -162,7 +350,7 @@ class UserStore:
     def _one(self, where: Any) -> User | None:
         with self.db.begin() as conn:
             row = conn.execute(sa.select(users).where(where)).first()
-        return _user(row) if row else None
+        return self._user(row) if row else None
 
     def list(
         self, tenant: str | None, *, all_tenants: bool = False, limit: int = 100
@@ -172,7 +360,7 @@ class UserStore:
         if not all_tenants:
             stmt = stmt.where(users.c.tenant == tenant if tenant else users.c.tenant.is_(None))
         with self.db.begin(tenant=ALL_TENANTS if all_tenants else tenant) as conn:
-            return [_user(r) for r in conn.execute(stmt)]
+            return [self._user(r) for r in conn.execute(stmt)]
 
     def count_admins(self) -> int:
         with self.db.begin() as conn:

@@ -12,7 +12,7 @@ only by an id that no longer resolves to anyone. The erasure itself is audited b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,11 +69,22 @@ def _user_row(conn: sa.Connection, user_id: str) -> Any:
     return row
 
 
-def export_user(db: Database, user_id: str, *, now: float) -> dict[str, Any]:
-    """Everything held about ``user_id`` as one JSON-ready document (one consistent read)."""
+def export_user(
+    db: Database,
+    user_id: str,
+    *,
+    now: float,
+    email_of: Callable[[Any], str | None] | None = None,
+) -> dict[str, Any]:
+    """Everything held about ``user_id`` as one JSON-ready document (one consistent read).
+    ``email_of`` opens the encrypted email of the row (``UserStore.email_of``, V2)."""
     with db.begin() as conn:
         row = _user_row(conn, user_id)
-        profile = _pick(row, _USER_FIELDS) | {"has_password": row.password_hash is not None}
+        email = email_of(row) if email_of is not None else row.email
+        profile = _pick(row, _USER_FIELDS) | {
+            "email": email,
+            "has_password": row.password_hash is not None,
+        }
         sessions = [
             _pick(r, _SESSION_FIELDS)
             for r in conn.execute(

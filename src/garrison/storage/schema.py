@@ -21,7 +21,12 @@ users = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("username", sa.String(150), nullable=False, unique=True),
+    # Emptied since revision 0005 (V2): the address lives in email_ciphertext (envelope-encrypted
+    # under the vault's key, ``garrison.vault.emails``), found through the keyed email_index.
     sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("email_ciphertext", sa.LargeBinary, nullable=True),
+    sa.Column("email_key_version", sa.Integer, nullable=True),
+    sa.Column("email_index", sa.String(64), nullable=True, index=True),
     sa.Column("password_hash", sa.String(255), nullable=True),
     sa.Column("roles", sa.JSON, nullable=False),
     sa.Column("tenant", sa.String(100), nullable=True, index=True),

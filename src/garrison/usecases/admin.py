@@ -149,7 +149,9 @@ class AdminActions:
     async def export_user(self, actor: Admission, ref: str) -> tuple[User, dict[str, Any]]:
         """Everything Garrison holds about a user (V4); audited with counts, never content."""
         user = await self._target(actor, "admin.users.export", ref)
-        document = await _run(lambda: export_user(self.db, user.id, now=self.clock()))
+        document = await _run(
+            lambda: export_user(self.db, user.id, now=self.clock(), email_of=self.users.email_of)
+        )
         counts = {
             name: len(document[name])
             for name in ("sessions", "api_keys", "vault_secrets_created", "audit_records")

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 from garrison.keys.sealing import NONCE_BYTES, SealError, seal, unseal
 from garrison.vault.errors import DecryptError
-from garrison.vault.fields import EncryptedField, canonical_aad
+from garrison.vault.fields import Context, EncryptedField, canonical_aad
 from garrison.vault.keys import KeySet
 
 FORMAT = b"\x01"
@@ -26,6 +27,18 @@ DEK_BYTES = 32
 _TAG_BYTES = 16
 WRAPPED_BYTES = NONCE_BYTES + DEK_BYTES + _TAG_BYTES
 VALUE_FIELD = EncryptedField("vault_secrets", "ciphertext")
+
+
+class Place(Protocol):
+    """Where an envelope belongs: the row its value is bound to, and its DEK's wrapping context."""
+
+    @property
+    def row_id(self) -> str: ...
+
+    def wrap_aad(self, version: int) -> bytes: ...
+
+    @property
+    def value_context(self) -> Context: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +57,26 @@ class SecretRef:
         return (self.tenant, self.name)
 
 
-def encrypt(keys: KeySet, ref: SecretRef, plaintext: bytes) -> tuple[int, bytes]:
-    """``(key_version, ciphertext)`` under a fresh DEK wrapped by the current KEK."""
+def encrypt(
+    keys: KeySet, ref: Place, plaintext: bytes, field: EncryptedField = VALUE_FIELD
+) -> tuple[int, bytes]:
+    """``(key_version, ciphertext)`` under a fresh DEK wrapped by the current KEK; ``field``
+    names the column the value is sealed for (the vault's, or another encrypted column, V2)."""
     dek = os.urandom(DEK_BYTES)
     wrapped = seal(keys.current_kek, dek, ref.wrap_aad(keys.current))
-    sealed = VALUE_FIELD.seal(dek, ref.row_id, plaintext, ref.value_context)
+    sealed = field.seal(dek, ref.row_id, plaintext, ref.value_context)
     return keys.current, FORMAT + wrapped + sealed
 
 
-def decrypt(keys: KeySet, ref: SecretRef, version: int, blob: bytes) -> bytes:
+def decrypt(
+    keys: KeySet, ref: Place, version: int, blob: bytes, field: EncryptedField = VALUE_FIELD
+) -> bytes:
     wrapped, sealed = _split(blob)
     dek = _unwrap(keys, ref, version, wrapped)
-    return VALUE_FIELD.open(dek, ref.row_id, sealed, ref.value_context)
+    return field.open(dek, ref.row_id, sealed, ref.value_context)
 
 
-def rewrap(keys: KeySet, ref: SecretRef, version: int, blob: bytes) -> bytes:
+def rewrap(keys: KeySet, ref: Place, version: int, blob: bytes) -> bytes:
     """The same ciphertext with its DEK wrapped by the current KEK (the value is not re-sealed)."""
     wrapped, sealed = _split(blob)
     dek = _unwrap(keys, ref, version, wrapped)
@@ -71,7 +89,7 @@ def _split(blob: bytes) -> tuple[bytes, bytes]:
     return blob[1 : 1 + WRAPPED_BYTES], blob[1 + WRAPPED_BYTES :]
 
 
-def _unwrap(keys: KeySet, ref: SecretRef, version: int, wrapped: bytes) -> bytes:
+def _unwrap(keys: KeySet, ref: Place, version: int, wrapped: bytes) -> bytes:
     kek = keys.kek(version)
     if kek is None:
         raise DecryptError()

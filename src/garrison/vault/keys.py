@@ -19,6 +19,8 @@ from garrison.keys.sealing import derive_key
 #: HKDF purposes: the KEK itself, and the (non-secret) fingerprint that names its version.
 KEK_PURPOSE = b"vault-kek"
 _VERSION_PURPOSE = b"vault-kek-version"
+#: HKDF purpose of the key of the users' email blind index (V2), one per vault key version
+EMAIL_INDEX_PURPOSE = b"email-blind-index"
 OLD_KEYS_SETTING = "GARRISON_SECRET_ENCRYPTION_KEYS_OLD"
 
 
@@ -50,6 +52,8 @@ class KeySet:
 
     current: int
     keks: Mapping[int, bytes]
+    #: by the same versions: the keys of the email blind index (``garrison.vault.emails``)
+    email_index_keys: Mapping[int, bytes] = field(default_factory=dict)
 
     @classmethod
     def from_secrets(
@@ -66,9 +70,11 @@ class KeySet:
             if problems:
                 raise ConfigError(problems)
         keks = {key_version(secret): derive_key(secret, KEK_PURPOSE) for secret in old}
+        index = {key_version(secret): derive_key(secret, EMAIL_INDEX_PURPOSE) for secret in old}
         version = key_version(current)
         keks[version] = derive_key(current, KEK_PURPOSE)
-        return cls(version, keks)
+        index[version] = derive_key(current, EMAIL_INDEX_PURPOSE)
+        return cls(version, keks, index)
 
     @classmethod
     def from_config(cls, config: VaultConfig) -> KeySet:

@@ -65,8 +65,10 @@ async def refresh(request: Request) -> JSONResponse:
         pair = await anyio.to_thread.run_sync(svc.auth.refresh, token, client(request))
         return cookie_session_response(svc, pair)
     body = await parse_body(request, RefreshBody)
-    pair = await anyio.to_thread.run_sync(svc.auth.refresh, body.refresh_token, client(request))
-    return JSONResponse(pair.body(), headers=_NO_STORE)
+    grant = await anyio.to_thread.run_sync(
+        svc.auth.refresh_grant, body.refresh_token, client(request)
+    )  # Garrison's own, or GoTrue's when SUPABASE_GOTRUE_URL is set (seed 001)
+    return JSONResponse(grant.body(), headers=_NO_STORE)
 
 
 async def logout(request: Request) -> Response:
