@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
+from pydantic import BaseModel
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -69,7 +70,7 @@ def test_the_description_is_valid_openapi_3_1(client: TestClient) -> None:
 @pytest.mark.req("U2", "E7")
 def test_request_bodies_are_the_routes_own_models(client: TestClient) -> None:
     schemas = spec(client)["components"]["schemas"]
-    models = [
+    models: list[type[BaseModel]] = [
         auth.LoginBody,
         auth.RefreshBody,
         auth.LogoutBody,
@@ -137,30 +138,36 @@ def test_docs_page_is_server_rendered_under_the_strict_csp(client: TestClient) -
     assert response.headers["content-type"].startswith("text/html")
     csp = response.headers["content-security-policy"]
     assert csp == content_security_policy(["'self'"]).decode()
-    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
     page = _Page()
     page.feed(response.text)
     names = [tag for tag, _ in page.tags]
-    assert "script" not in names and "style" not in names  # nothing inline for the CSP to refuse
+    assert "script" not in names
+    assert "style" not in names
     for tag, attrs in page.tags:
         assert "style" not in attrs, tag
         assert not any(a.startswith("on") for a in attrs), (tag, attrs)  # no inline handlers
         for key in ("href", "src"):
             target = attrs.get(key)
             if target is not None:  # this origin only
-                assert target.startswith(("/", "#")) and not target.startswith("//"), target
+                assert target.startswith(("/", "#")), target
+                assert not target.startswith("//"), target
     # phone and keyboard: a viewport, a skip link to the main landmark, every operation linked
     assert ("meta", {"name": "viewport", "content": "width=device-width, initial-scale=1"}) in (
         page.tags
     )
     links = {attrs.get("href") for tag, attrs in page.tags if tag == "a"}
     ids = {attrs.get("id") for _, attrs in page.tags}
-    assert "#main" in links and "main" in ids
+    assert "#main" in links
+    assert "main" in ids
     document = spec(client)
     for method, path, _ in operations(document):
         anchor = f"{method}-" + re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
-        assert f"#{anchor}" in links and anchor in ids, (method, path)
-    assert "Retry-After" in response.text and "application/problem+json" in response.text
+        assert f"#{anchor}" in links, (method, path)
+        assert anchor in ids, (method, path)
+    assert "Retry-After" in response.text
+    assert "application/problem+json" in response.text
     sheet = client.get("/docs/docs.css")
     assert sheet.status_code == 200
     assert sheet.headers["content-type"].startswith("text/css")
