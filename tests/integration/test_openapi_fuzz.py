@@ -72,6 +72,11 @@ def test_schemathesis_finds_nothing(admin_server: LiveServer, tmp_path: Path) ->
         timeout=30,
     )
     assert login.status_code == 200, login.text  # the admin the hooks sign in as
+    me = httpx.get(
+        f"{admin_server.url}/auth/me",
+        headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+        timeout=30,
+    )
     env = {
         **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}},
         "PYTHONPATH": str(REPO),
@@ -79,6 +84,7 @@ def test_schemathesis_finds_nothing(admin_server: LiveServer, tmp_path: Path) ->
         "GARRISON_FUZZ_URL": admin_server.url,
         "GARRISON_FUZZ_USER": ADMIN,
         "GARRISON_FUZZ_PASSWORD": ADMIN_PASSWORD,
+        "GARRISON_FUZZ_USER_ID": me.json()["sub"],
     }
     command = [
         sys.executable,
