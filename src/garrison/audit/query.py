@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -77,6 +78,9 @@ def preset(name: str, now: float, *, actor: str | None = None) -> AuditFilter:
     raise ValidationError("unknown preset", reasons=[f"preset: one of {', '.join(PRESETS)}"])
 
 
+_TIME_FORMS = "{name}: use 24h, 7d, 2026-01-31T12:00:00Z or UNIX s"
+
+
 def parse_time(text: str, now: float, *, name: str = "time") -> float:
     """``24h``/``7d`` ago, ISO 8601 (naive means UTC), or UNIX seconds."""
     value = text.strip()
@@ -84,14 +88,18 @@ def parse_time(text: str, now: float, *, name: str = "time") -> float:
     if relative:
         return now - int(relative.group(1)) * _UNIT[relative.group(2)]
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):  # ``nan``, ``inf`` and ``1e400`` are no time at all
+            return seconds
+        raise ValidationError(f"{name}: not a time", reasons=[_TIME_FORMS.format(name=name)])
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValidationError(
-            f"{name}: not a time", reasons=[f"{name}: use 24h, 7d, 2026-01-31T12:00:00Z or UNIX s"]
+            f"{name}: not a time", reasons=[_TIME_FORMS.format(name=name)]
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

@@ -32,6 +32,7 @@ from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.routes import admin, auth, health, wellknown
 from garrison.gateway.routes import audit as audit_routes
 from garrison.gateway.routes import decide as decide_routes
+from garrison.gateway.routes import docs as docs_routes
 from garrison.gateway.routes import metrics as metrics_routes
 from garrison.gateway.routes import oidc as oidc_routes
 from garrison.gateway.routes import vault as vault_routes
@@ -80,6 +81,7 @@ def app_routes() -> list[BaseRoute]:
         *metrics_routes.routes(),
         *decide_routes.routes(),
         *vault_routes.routes(),
+        *docs_routes.routes(),
     ]
 
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from garrison.storage.schema import api_keys
 PREFIX = "gk_"
 _KEY_RE = re.compile(r"^gk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 _SCOPE_RE = re.compile(r"^[a-z*][a-z0-9_.:*-]{0,99}$")
+#: control, format (bidi overrides) and lone surrogates: nothing a name needs
+_CONTROL = frozenset({"Cc", "Cf", "Cs"})
 _DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -118,6 +121,9 @@ class ApiKeyStore:
         for scope in scopes:
             if not _SCOPE_RE.fullmatch(scope):
                 raise ValidationError(f"scope {scope!r}: lower-case letters, digits, '.:_-*'")
+        if any(unicodedata.category(ch) in _CONTROL for ch in name):
+            # PostgreSQL refuses NUL in text (a 500), and a terminal shows escapes in a listing
+            raise ValidationError("name: printable characters only (no control characters)")
         lookup = "".join(
             secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
             for _ in range(12)
