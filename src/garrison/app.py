@@ -39,7 +39,7 @@ from garrison.identity.apikeys import ApiKeyStore
 from garrison.identity.authn import Authenticator
 from garrison.identity.cookies import SessionCookies
 from garrison.identity.external import SUPABASE, ExternalIdpConfig, build_external_tokens
-from garrison.identity.gotrue import build_gotrue_refresh
+from garrison.identity.gotrue import GoTrueConfig, build_gotrue_refresh
 from garrison.identity.jwks import FETCH_TIMEOUT
 from garrison.identity.oidc import Limits, OidcConfig, OidcLogin, build_oidc_login
 from garrison.identity.provisioning import Provisioner
@@ -316,7 +316,7 @@ def build_services(
         clock=clock,
     )
     auth.gotrue = build_gotrue_refresh(  # SUPABASE_GOTRUE_URL (seed 001)
-        settings, lambda token: authenticator.authenticate(f"Bearer {token}")
+        gotrue_config(settings), lambda token: authenticator.authenticate(f"Bearer {token}")
     )
     oidc = build_oidc_login(
         oidc_config(settings, env), idp_http, client, provisioner, auth, limiter, audit, clock=clock
@@ -516,4 +516,15 @@ def external_idp_config(settings: Settings, environ: Mapping[str, str]) -> Exter
         jwks_refetch=settings.jwks_refetch_interval,
         clock_skew=settings.clock_skew,
         production=settings.production,
+    )
+
+
+def gotrue_config(settings: Settings) -> GoTrueConfig:
+    anon = settings.supabase_anon_key
+    return GoTrueConfig(
+        url=settings.supabase_gotrue_url,
+        jwt_secret_set=settings.supabase_jwt_secret is not None,
+        production=settings.production,
+        anon_key=anon.get_secret_value() if anon else None,
+        timeout=settings.supabase_gotrue_timeout,
     )

@@ -29,13 +29,12 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from garrison.config import Settings
 from garrison.errors import AuthenticationError, ConfigError, UnavailableError
 from garrison.principal import Principal
 from garrison.tokens.jws import TokenError
@@ -236,14 +235,25 @@ def _retry_after(value: str | None) -> int:
 
 
 # -- configuration ----------------------------------------------------------------------------
-def gotrue_url_problems(settings: Settings) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class GoTrueConfig:
+    """``SUPABASE_GOTRUE_URL`` and what goes with it, built once by the composition root."""
+
+    url: str  # "" when unset
+    jwt_secret_set: bool  # SUPABASE_JWT_SECRET is configured (GoTrue's tokens can be checked)
+    production: bool
+    anon_key: str | None = field(default=None, repr=False)
+    timeout: float = 5.0
+
+
+def gotrue_url_problems(config: GoTrueConfig) -> list[str]:
     """What is wrong with ``SUPABASE_GOTRUE_URL`` (empty: nothing, or it is unset)."""
-    url = settings.supabase_gotrue_url.strip()
+    url = config.url.strip()
     if not url:
         return []
     name = "SUPABASE_GOTRUE_URL"
     problems = []
-    if settings.supabase_jwt_secret is None:
+    if not config.jwt_secret_set:
         problems.append(
             f"{name}: set SUPABASE_JWT_SECRET too (GoTrue's tokens must be checked here)"
         )
@@ -259,7 +269,7 @@ def gotrue_url_problems(settings: Settings) -> list[str]:
         problems.append(f"{name}: no credentials in the URL (SUPABASE_ANON_KEY is the apikey)")
     elif parts.query or parts.fragment:
         problems.append(f"{name}: no query or fragment")
-    elif settings.production:
+    elif config.production:
         if parts.scheme != "https" and not _loopback(host):
             problems.append(f"{name}: https in production (refresh tokens must not travel clear)")
         if host.lower().endswith(_HOSTED):
@@ -278,17 +288,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def build_gotrue_refresh(settings: Settings, check: Check) -> GoTrueRefresh | None:
+def build_gotrue_refresh(config: GoTrueConfig, check: Check) -> GoTrueRefresh | None:
     """The GoTrue refresh grant of ``SUPABASE_GOTRUE_URL``; None when unset."""
-    problems = gotrue_url_problems(settings)
+    problems = gotrue_url_problems(config)
     if problems:
         raise ConfigError(problems)
-    if not settings.supabase_gotrue_url.strip():
+    if not config.url.strip():
         return None
-    anon = settings.supabase_anon_key
     return GoTrueRefresh(
-        settings.supabase_gotrue_url.strip(),
-        check,
-        anon_key=anon.get_secret_value() if anon else None,
-        timeout=settings.supabase_gotrue_timeout,
+        config.url.strip(), check, anon_key=config.anon_key, timeout=config.timeout
     )
