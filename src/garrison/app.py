@@ -31,8 +31,10 @@ from garrison.identity.authn import Authenticator
 from garrison.identity.cookies import SessionCookies
 from garrison.identity.external import build_external_tokens
 from garrison.identity.jwks import FETCH_TIMEOUT
+from garrison.identity.mfa import MfaStore
 from garrison.identity.oidc import OidcLogin, build_oidc_login
 from garrison.identity.provisioning import Provisioner
+from garrison.identity.second_factor import SecondFactor
 from garrison.identity.service import AuthService, Throttle
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import UserStore
@@ -248,6 +250,18 @@ def build_services(
         audit=audit,
     )
     authorizer = Authorizer.from_settings(settings)
+    vault_keys = KeySet.from_settings(settings, vault_secret(settings))
+    failures = (
+        RedisFailureStore(client, settings.redis_prefix)
+        if isinstance(limiter, RedisLimiter) and client is not None
+        else MemoryFailureStore()
+    )
+    mfa = SecondFactor(  # A14: codes throttled like passwords, under their own scope
+        MfaStore(db, vault_keys, clock),
+        FailureThrottle(failures, FailurePolicy.login(settings), scope="mfa", clock=clock),
+        audit,
+        issuer=settings.mfa_issuer,
+    )
     auth = AuthService(
         users,
         sessions,
@@ -256,9 +270,7 @@ def build_services(
         audit,
         Throttle(
             login=FailureThrottle(
-                RedisFailureStore(client, settings.redis_prefix)
-                if isinstance(limiter, RedisLimiter) and client is not None
-                else MemoryFailureStore(),
+                failures,
                 FailurePolicy.login(settings),
                 scope="login",
                 clock=clock,
@@ -267,6 +279,7 @@ def build_services(
             window=settings.login_failure_window,
         ),
         permissions_for=authorizer.permissions_for,
+        mfa=mfa,
     )
     idp_http = httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)  # IdP traffic only
     provisioner = Provisioner(db, users, clock)
@@ -310,7 +323,7 @@ def build_services(
         authenticator=authenticator,
         auth=auth,
         authorizer=authorizer,
-        vault=Vault(db, KeySet.from_settings(settings, vault_secret(settings)), clock),
+        vault=Vault(db, vault_keys, clock),
         metrics=metrics,
         cookies=cookies,
         oidc=oidc,

@@ -6,6 +6,11 @@ Each secret gets its own random 256-bit data key (DEK). The value is sealed unde
 key_version). Rotating the KEK therefore re-wraps 60 bytes per secret and never touches a value,
 and a ciphertext moved to another tenant, name, row or key version does not open.
 
+The same envelope seals other columns that hold a secret (the TOTP seeds of ``mfa_totp``): the
+caller names the column (``field``), whose table, column and row id the value's AAD binds, so a
+sealed seed does not open as a vault secret or in another user's row, and ``garrison vault
+rewrap`` can move its data key like any other.
+
 Stored layout (``vault_secrets.ciphertext``)::
 
     0x01 | wrapped DEK (12-byte nonce, 32-byte key, 16-byte tag) | nonce | sealed value | tag
@@ -44,18 +49,22 @@ class SecretRef:
         return (self.tenant, self.name)
 
 
-def encrypt(keys: KeySet, ref: SecretRef, plaintext: bytes) -> tuple[int, bytes]:
+def encrypt(
+    keys: KeySet, ref: SecretRef, plaintext: bytes, field: EncryptedField = VALUE_FIELD
+) -> tuple[int, bytes]:
     """``(key_version, ciphertext)`` under a fresh DEK wrapped by the current KEK."""
     dek = os.urandom(DEK_BYTES)
     wrapped = seal(keys.current_kek, dek, ref.wrap_aad(keys.current))
-    sealed = VALUE_FIELD.seal(dek, ref.row_id, plaintext, ref.value_context)
+    sealed = field.seal(dek, ref.row_id, plaintext, ref.value_context)
     return keys.current, FORMAT + wrapped + sealed
 
 
-def decrypt(keys: KeySet, ref: SecretRef, version: int, blob: bytes) -> bytes:
+def decrypt(
+    keys: KeySet, ref: SecretRef, version: int, blob: bytes, field: EncryptedField = VALUE_FIELD
+) -> bytes:
     wrapped, sealed = _split(blob)
     dek = _unwrap(keys, ref, version, wrapped)
-    return VALUE_FIELD.open(dek, ref.row_id, sealed, ref.value_context)
+    return field.open(dek, ref.row_id, sealed, ref.value_context)
 
 
 def rewrap(keys: KeySet, ref: SecretRef, version: int, blob: bytes) -> bytes:
