@@ -35,10 +35,17 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     svc = state(ctx).services()
     with errors_as_exit(as_json):
         counts = svc.vault.versions()
+        seeds = svc.auth.mfa.store.versions() if svc.auth.mfa is not None else {}
     keys = svc.vault.keys
     rows = [
-        {"key_version": v, "secrets": n, "current": v == keys.current, "configured": keys.knows(v)}
-        for v, n in sorted(counts.items())
+        {
+            "key_version": v,
+            "secrets": counts.get(v, 0),
+            "mfa_seeds": seeds.get(v, 0),  # TOTP seeds sealed under the same keys (A14)
+            "current": v == keys.current,
+            "configured": keys.knows(v),
+        }
+        for v in sorted(set(counts) | set(seeds))
     ]
     data = {"current_version": keys.current, "versions": rows}
 
@@ -46,7 +53,10 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         out.print(f"current key version {keys.current}")
         for row in rows:
             flag = "current" if row["current"] else "old" if row["configured"] else "NOT CONFIGURED"
-            out.print(f"  version {row['key_version']:>10}  {row['secrets']:>8} secret(s)  {flag}")
+            out.print(
+                f"  version {row['key_version']:>10}  {row['secrets']:>8} secret(s)"
+                f"  {row['mfa_seeds']:>6} TOTP seed(s)  {flag}"
+            )
 
     emit(data, as_json, human)
 
@@ -67,15 +77,25 @@ def rewrap(
         stale = sum(n for v, n in svc.vault.versions().items() if v != keys.current)
         task = bar.add_task("rewrap", total=stale)
         report = svc.vault.rewrap(batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+        seeds_moved, seeds_failed = (
+            svc.auth.mfa.store.rewrap() if svc.auth.mfa is not None else (0, [])
+        )
     svc.audit.record_sync(
         AuditEvent(
             action="admin.vault.rewrap",
             outcome="failure" if report.failed else "success",
             actor=cli_actor(),
             details={k: v for k, v in report.as_dict().items() if k != "failed"}
-            | {"failed": len(report.failed)},
+            | {"failed": len(report.failed)}
+            | {"mfa_seeds_rewrapped": seeds_moved, "mfa_seeds_failed": len(seeds_failed)},
         )
     )
+    if seeds_failed:
+        fail(
+            f"{len(seeds_failed)} TOTP seed(s) do not decrypt under any configured key version",
+            tuple(f"mfa_totp.user_id {user_id}" for user_id in seeds_failed[:20]),
+            as_json,
+        )
     if report.failed:
         fail(
             f"{len(report.failed)} secret(s) do not decrypt under any configured key version",
@@ -83,11 +103,12 @@ def rewrap(
             as_json,
         )
     emit(
-        report.as_dict(),
+        report.as_dict() | {"mfa_seeds_rewrapped": seeds_moved},
         as_json,
         lambda: out.print(
             f"re-wrapped {report.rewrapped} of {report.pending} secret(s) under key version "
             f"{report.current_version}"
             + (f"; {report.skipped} rewritten meanwhile" if report.skipped else "")
+            + (f"; and {seeds_moved} TOTP seed(s)" if seeds_moved else "")
         ),
     )

@@ -29,6 +29,7 @@ from garrison.storage.db import Database
 from garrison.storage.schema import mfa_challenges, mfa_recovery_codes, mfa_totp
 from garrison.vault import EncryptedField, KeySet, envelope
 from garrison.vault.envelope import SecretRef
+from garrison.vault.errors import DecryptError
 
 TOKEN_PREFIX = "gmfa_"  # noqa: S105 (a prefix, not a secret)
 CHALLENGE_TTL = 300  # seconds a correct password waits for its second factor
@@ -181,6 +182,40 @@ class MfaStore:
             done = conn.execute(sa.delete(mfa_totp).where(_T.user_id == user_id))
             conn.execute(sa.delete(mfa_recovery_codes).where(_R.user_id == user_id))
         return bool(done.rowcount)
+
+    def versions(self) -> dict[int, int]:
+        """Seeds per vault key version (``garrison vault status``)."""
+        with self.db.begin() as conn:
+            rows = conn.execute(
+                sa.select(_T.key_version, sa.func.count()).group_by(_T.key_version)
+            ).all()
+        return {int(version): int(count) for version, count in rows}
+
+    def rewrap(self) -> tuple[int, list[str]]:
+        """Move every seed's data key to the current vault KEK (``garrison vault rewrap``, V3):
+        how many moved, and the user ids of seeds that open under no configured key. A row
+        rewritten meanwhile (a new enrolment, already current) is left as it is."""
+        with self.db.begin() as conn:
+            rows = conn.execute(
+                sa.select(_T.user_id, _T.key_version, _T.secret).where(
+                    _T.key_version != self.keys.current
+                )
+            ).all()
+        moved, failed = 0, []
+        for row in rows:
+            try:
+                blob = envelope.rewrap(self.keys, _ref(row.user_id), row.key_version, row.secret)
+            except DecryptError:
+                failed.append(row.user_id)
+                continue
+            with self.db.begin() as conn:
+                done = conn.execute(
+                    sa.update(mfa_totp)
+                    .where(_T.user_id == row.user_id, _T.secret == row.secret)
+                    .values(secret=blob, key_version=self.keys.current)
+                )
+            moved += done.rowcount
+        return moved, failed
 
     def _open(self, row: Any) -> str:
         ref = _ref(row.user_id)
