@@ -342,6 +342,37 @@ def test_an_admin_action_is_refused_without_a_second_factor(make_mfa: MakeMfa) -
     assert mfa.client.get("/admin/users", headers=bearer(one_factor)).status_code == 403
 
 
+@pytest.mark.req("A14", "E8", "Z3")
+@pytest.mark.asvs("V6.3.3", "V6.8.4")
+def test_forward_auth_and_decide_ask_the_same_of_admins(make_mfa: MakeMfa) -> None:
+    mfa = make_mfa(GARRISON_REQUIRE_MFA_FOR_ADMIN="true")
+    mfa.user("root", roles=("admin",))
+    one_factor = login(mfa.client, "root")["access_token"]
+    forwarded = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/admin/reports"}
+    refused = mfa.client.get("/verify", headers={**forwarded, **bearer(one_factor)})
+    assert refused.status_code == 403
+    assert refused.headers["x-auth-deny-reason"] == "mfa required"
+
+    secret, _ = mfa.enrol(one_factor)
+    two = mfa.verify(mfa.password_step("root"), mfa.code(secret)).json()["access_token"]
+    assert mfa.client.get("/verify", headers={**forwarded, **bearer(two)}).status_code == 200
+
+    def ask(subject: dict[str, Any]) -> Any:
+        body = {"subject": subject, "action": "admin.users.list"}
+        answer = mfa.client.post("/v1/decide", json=body, headers=bearer(two))
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    admin = {"id": "someone", "roles": ["admin"]}
+    # a subject whose factors are not given has none (the weakest is assumed)
+    assert ask(admin) | {"policy_version": ""} == {
+        "allow": False,
+        "reasons": ["mfa required"],
+        "policy_version": "",
+    }
+    assert ask({**admin, "amr": ["pwd", "otp"]})["allow"] is True
+
+
 @pytest.mark.req("A14")
 def test_development_default_does_not_ask_admins_for_a_factor(mfa: Mfa) -> None:
     assert mfa.svc.settings.mfa_required_for_admin is False
