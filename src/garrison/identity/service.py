@@ -9,6 +9,12 @@ with the seconds to wait, the same answer for a missing account. An attempt hold
 its password is checked (a success gives them back), so guesses sent in parallel cannot outrun a
 budget. A limiter that cannot be reached fails closed (503).
 
+A user with a confirmed TOTP authenticator (A14) gets no tokens from the password: ``sign_in``
+answers ``MfaPending`` with a single-use ``mfa_token`` (five minutes, bound to the user and to the
+password step), and ``complete_mfa`` turns it and a code into the token pair, whose ``amr`` then
+says ``["pwd", "otp"]`` (``identity.second_factor`` checks and throttles the code). Every access
+token carries its login's ``amr``, ``acr`` and ``auth_time``, kept by the refresh family.
+
 Logout revokes the caller's own session, and the family of a refresh token in the body only if that
 token belongs to the caller: another user's token is ignored (and noted in the audit record), so
 holding a copy of someone's refresh token is not a way to end their session.
