@@ -120,11 +120,38 @@ def _known_requirement_ids() -> set[str] | None:
     return None
 
 
+_ASVS_ID = re.compile(r"^V(\d{1,2}\.\d{1,2}\.\d{1,2})$")
+
+
+def _known_asvs_ids() -> set[str] | None:
+    """ASVS rows of ASVS-L2.md (``6.5.1``), if it can be found beside the checkout."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "ASVS-L2.md"
+        if candidate.is_file():
+            return set(
+                re.findall(r"^\| (\d{1,2}\.\d{1,2}\.\d{1,2}) \|", candidate.read_text(), re.M)
+            )
+    return None
+
+
+def _asvs_problems(item: pytest.Item, known: set[str] | None) -> list[str]:
+    """An ``@pytest.mark.asvs("V6.5.1")`` names a row of the ASVS checklist, spelled ``V<id>``."""
+    problems = []
+    for asvs in (arg for mark in item.iter_markers("asvs") for arg in mark.args):
+        found = _ASVS_ID.match(asvs) if isinstance(asvs, str) else None
+        if found is None or (known is not None and found.group(1) not in known):
+            problems.append(f"{item.nodeid}: unknown ASVS ID {asvs!r}")
+    return problems
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test names the requirement it proves, and only IDs that exist (REQUIREMENTS.md)."""
+    """Every test names the requirement it proves, and only IDs that exist (REQUIREMENTS.md);
+    ASVS markers name rows of ASVS-L2.md."""
     known = _known_requirement_ids()
+    known_asvs = _known_asvs_ids()
     problems = []
     for item in items:
+        problems.extend(_asvs_problems(item, known_asvs))
         ids = [arg for mark in item.iter_markers("req") for arg in mark.args]
         if not ids and not _REQ_ID.search(item.name):
             problems.append(f"{item.nodeid}: no @pytest.mark.req(...)")

@@ -41,8 +41,10 @@ from garrison.identity.cookies import SessionCookies
 from garrison.identity.external import SUPABASE, ExternalIdpConfig, build_external_tokens
 from garrison.identity.gotrue import GoTrueConfig, build_gotrue_refresh
 from garrison.identity.jwks import FETCH_TIMEOUT
+from garrison.identity.mfa import MfaStore
 from garrison.identity.oidc import Limits, OidcConfig, OidcLogin, build_oidc_login
 from garrison.identity.provisioning import Provisioner
+from garrison.identity.second_factor import SecondFactor
 from garrison.identity.service import AuthService, Throttle
 from garrison.identity.sessions import SessionStore
 from garrison.identity.users import UserStore
@@ -286,6 +288,17 @@ def build_services(
         clock=clock,
     )
     authorizer = Authorizer.from_config(policy_config(settings))
+    failures = (
+        RedisFailureStore(client, settings.redis_prefix)
+        if isinstance(limiter, RedisLimiter) and client is not None
+        else MemoryFailureStore()
+    )
+    mfa = SecondFactor(  # A14: codes throttled like passwords, under their own scope
+        MfaStore(db, vault_keys, clock),
+        FailureThrottle(failures, login_failure_policy(settings), scope="mfa", clock=clock),
+        audit,
+        issuer=settings.mfa_issuer,
+    )
     auth = AuthService(
         users,
         sessions,
@@ -294,9 +307,7 @@ def build_services(
         audit,
         Throttle(
             login=FailureThrottle(
-                RedisFailureStore(client, settings.redis_prefix)
-                if isinstance(limiter, RedisLimiter) and client is not None
-                else MemoryFailureStore(),
+                failures,
                 login_failure_policy(settings),
                 scope="login",
                 clock=clock,
@@ -305,6 +316,7 @@ def build_services(
             window=settings.login_failure_window,
         ),
         permissions_for=authorizer.permissions_for,
+        mfa=mfa,
     )
     idp_http = httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)  # IdP traffic only
     provisioner = Provisioner(db, users, clock)
@@ -416,6 +428,7 @@ def policy_config(settings: Settings) -> PolicyConfig:
         actions=_frozen(settings.actions),
         routes=settings.routes,
         jwt_required_for_admin=settings.jwt_required_for_admin,
+        mfa_required_for_admin=settings.mfa_required_for_admin,
     )
 
 

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 import sqlalchemy as sa
 
@@ -26,7 +28,7 @@ def _json(result: Any) -> Any:
     return json.loads(result.stdout)
 
 
-@pytest.mark.req("V3")
+@pytest.mark.req("V3", "A14")
 def test_rotation_by_configuration_then_rewrap(tmp_path: Path, make_settings: MakeSettings) -> None:
     data = tmp_path / "data"
     svc = build_services(make_settings(SECRET_ENCRYPTION_KEY=OLD))
@@ -34,6 +36,12 @@ def test_rotation_by_configuration_then_rewrap(tmp_path: Path, make_settings: Ma
         for i in range(25):
             svc.vault.put("acme" if i % 2 else None, f"s{i}", f"value {i}")
         old_version = svc.vault.keys.current
+        # a TOTP seed is sealed under the same keys and must survive the rotation too
+        alice = svc.users.create("alice", PASSWORD)
+        assert svc.auth.mfa is not None
+        enrolment = svc.auth.mfa.store.begin_enrolment(alice.id)
+        assert enrolment is not None
+        assert svc.auth.mfa.store.confirm(alice.id, 0) is not None
     finally:
         svc.close()
     rotated = base_env(
@@ -45,12 +53,14 @@ def test_rotation_by_configuration_then_rewrap(tmp_path: Path, make_settings: Ma
             "key_version": old_version,
             "secrets": 25,
             "emails": 0,
+            "mfa_seeds": 1,
             "current": False,
             "configured": True,
         }
     ]
     report = _json(run_cli("vault", "rewrap", "--batch-size", "7", "--json", env=rotated))
     assert report["pending"] == report["rewrapped"] == 25
+    assert report["mfa_seeds_rewrapped"] == 1
     assert report["current_version"] == status["current_version"]
     status = _json(run_cli("vault", "status", "--json", env=rotated))
     assert [v["current"] for v in status["versions"]] == [True]
@@ -59,6 +69,9 @@ def test_rotation_by_configuration_then_rewrap(tmp_path: Path, make_settings: Ma
     try:
         assert svc.vault.get("acme", "s3")[1] == "value 3"
         assert svc.vault.get(None, "s24")[1] == "value 24"
+        assert svc.auth.mfa is not None
+        code = pyotp.TOTP(enrolment.seed).at(time.time())
+        assert svc.auth.mfa.store.check_totp(alice.id, code)  # opens under the new key alone
         with svc.db.begin() as conn:
             rewraps = conn.execute(
                 sa.select(audit_log.c.details).where(audit_log.c.action == "admin.vault.rewrap")

@@ -40,16 +40,18 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with errors_as_exit(as_json):
         counts = svc.vault.versions()
         emails = svc.users.email_versions()
+        seeds = svc.auth.mfa.store.versions() if svc.auth.mfa is not None else {}
     keys = svc.vault.keys
     rows = [
         {
             "key_version": v,
             "secrets": counts.get(v, 0),
             "emails": emails.get(v, 0),
+            "mfa_seeds": seeds.get(v, 0),  # TOTP seeds sealed under the same keys (A14)
             "current": v == keys.current,
             "configured": keys.knows(v),
         }
-        for v in sorted(set(counts) | set(emails))
+        for v in sorted(set(counts) | set(emails) | set(seeds))
     ]
     data = {"current_version": keys.current, "versions": rows}
 
@@ -59,7 +61,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             flag = "current" if row["current"] else "old" if row["configured"] else "NOT CONFIGURED"
             out.print(
                 f"  version {row['key_version']:>10}  {row['secrets']:>8} secret(s)"
-                f"  {row['emails']:>8} email(s)  {flag}"
+                f"  {row['emails']:>8} email(s)  {row['mfa_seeds']:>6} TOTP seed(s)  {flag}"
             )
 
     emit(data, as_json, human)
@@ -85,7 +87,10 @@ def rewrap(
         emails = svc.users.rewrap_emails(
             batch_size=batch_size, progress=lambda n: bar.advance(task, n)
         )
-    failed = len(report.failed) + len(emails.failed)
+        seeds_moved, seeds_failed = (
+            svc.auth.mfa.store.rewrap() if svc.auth.mfa is not None else (0, [])
+        )
+    failed = len(report.failed) + len(emails.failed) + len(seeds_failed)
     svc.audit.record_sync(
         AuditEvent(
             action="admin.vault.rewrap",
@@ -94,25 +99,29 @@ def rewrap(
             details={k: v for k, v in report.as_dict().items() if k != "failed"}
             | {"failed": len(report.failed)}
             | {"emails": {k: v for k, v in emails.as_dict().items() if k != "failed"}}
-            | {"emails_failed": len(emails.failed)},
+            | {"emails_failed": len(emails.failed)}
+            | {"mfa_seeds_rewrapped": seeds_moved, "mfa_seeds_failed": len(seeds_failed)},
         )
     )
     if failed:
         counted = [f"{len(report.failed)} secret(s)"] if report.failed else []
         counted += [f"{len(emails.failed)} email(s)"] if emails.failed else []
+        counted += [f"{len(seeds_failed)} TOTP seed(s)"] if seeds_failed else []
         fail(
             f"{' and '.join(counted)} do not decrypt under any configured key version",
             tuple(f"vault_secrets.id {row_id}" for row_id in report.failed[:20])
-            + tuple(f"users.id {row_id} (email)" for row_id in emails.failed[:20]),
+            + tuple(f"users.id {row_id} (email)" for row_id in emails.failed[:20])
+            + tuple(f"mfa_totp.user_id {user_id}" for user_id in seeds_failed[:20]),
             as_json,
         )
     emit(
-        report.as_dict() | {"emails": emails.as_dict()},
+        report.as_dict() | {"emails": emails.as_dict(), "mfa_seeds_rewrapped": seeds_moved},
         as_json,
         lambda: out.print(
             f"re-wrapped {report.rewrapped} of {report.pending} secret(s) and {emails.rewrapped}"
             f" of {emails.pending} email(s) under key version {report.current_version}"
             + (f"; {report.skipped} rewritten meanwhile" if report.skipped else "")
             + (f"; {emails.sealed} plaintext email(s) encrypted" if emails.sealed else "")
+            + (f"; and {seeds_moved} TOTP seed(s)" if seeds_moved else "")
         ),
     )

@@ -170,6 +170,10 @@ class Settings(FrozenModel):
     # access rules
     require_jwt_for_admin: bool | None = Field(None, alias="REQUIRE_JWT_FOR_ADMIN")
     require_tenant_header: bool | None = Field(None, alias="REQUIRE_TENANT_HEADER")
+    #: admin actions need a token whose ``amr`` names a second factor (A14); on in production
+    require_mfa_for_admin: bool | None = Field(None, alias="GARRISON_REQUIRE_MFA_FOR_ADMIN")
+    #: the issuer an authenticator app shows beside the account (the otpauth URI's ``issuer``)
+    mfa_issuer: str = Field("Garrison", alias="GARRISON_MFA_ISSUER", min_length=1, max_length=100)
 
     # login throttling (A13; garrison.ratelimit.failures): failures per (account, address) pair
     # before its growing backoff, per account from every address (the audited ceiling), per address
@@ -280,6 +284,12 @@ class Settings(FrozenModel):
         if self.require_jwt_for_admin is None:
             return self.production
         return self.require_jwt_for_admin
+
+    @property
+    def mfa_required_for_admin(self) -> bool:
+        if self.require_mfa_for_admin is None:
+            return self.production
+        return self.require_mfa_for_admin
 
     @property
     def tenant_header_required(self) -> bool:

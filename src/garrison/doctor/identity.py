@@ -1,7 +1,7 @@
 """Identity and access checks: secrets, operator accounts, default passwords, API-key and OIDC
 hygiene, the policy set's own tests, and (live) logins and admin endpoints.
 
-Requirements: A1, A7, A10, A11, A13, C1, C2, C5, Z3, Z4, Z5.
+Requirements: A1, A7, A10, A11, A13, A14, C1, C2, C5, Z3, Z4, Z5.
 """
 
 from __future__ import annotations
@@ -97,6 +97,26 @@ def jwt_for_admin(ctx: DoctorContext) -> Outcome:
     if ctx.settings.jwt_required_for_admin:
         return passed("REQUIRE_JWT_FOR_ADMIN is on")
     return failed("REQUIRE_JWT_FOR_ADMIN is off: an API key alone can act as admin")
+
+
+@checks.add(
+    "identity.mfa-for-admin",
+    "Admin needs a second factor",
+    # the seeds' admin-access guidance (as for identity.jwt-for-admin); MFA itself is ASVS 6.3.3
+    seeds=("000", "001"),
+    reqs=("A14",),
+    fix="set GARRISON_REQUIRE_MFA_FOR_ADMIN=true (the production default), and have each admin "
+    "enrol a TOTP authenticator (POST /auth/mfa/totp) before it is on",
+)
+def mfa_for_admin(ctx: DoctorContext) -> Outcome:
+    if ctx.settings.mfa_required_for_admin:
+        return passed("GARRISON_REQUIRE_MFA_FOR_ADMIN is on")
+    if not ctx.settings.production:
+        return warned("GARRISON_REQUIRE_MFA_FOR_ADMIN is off (development default)")
+    return failed(
+        "GARRISON_REQUIRE_MFA_FOR_ADMIN is off in production: a stolen admin password alone "
+        "is enough to act as admin"
+    )
 
 
 @checks.add(

@@ -80,6 +80,23 @@ class CookieSession(_Out):
     expires_in: int
 
 
+class MfaPending(_Out):
+    """The password step of a user with a second factor: no tokens yet (A14)."""
+
+    mfa_required: Literal[True]
+    mfa_token: str
+    expires_in: int
+
+
+class MfaEnrolment(_Out):
+    secret: str
+    otpauth_uri: str
+
+
+class RecoveryCodes(_Out):
+    recovery_codes: list[str]
+
+
 class Me(_Out):
     sub: str
     username: str
@@ -198,6 +215,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     OpenIdConfiguration,
     TokenPair,
     CookieSession,
+    MfaPending,
+    MfaEnrolment,
+    RecoveryCodes,
     Me,
     UserList,
     UserOut,
@@ -215,6 +235,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     auth.LoginBody,
     auth.RefreshBody,
     auth.LogoutBody,
+    auth.MfaVerifyBody,
+    auth.MfaCodeBody,
+    auth.MfaRemoveBody,
     admin.CreateUser,
     admin.PatchUser,
     admin.DeleteUser,
@@ -449,9 +472,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "auth",
         {
             200: _json_any_of(
-                'The token pair; with `"session": "cookie"` the session cookies instead.',
+                'The token pair; with `"session": "cookie"` the session cookies instead; for a '
+                "user with a second factor, `mfa_required` and an `mfa_token` for "
+                "`POST /auth/mfa/verify`.",
                 TokenPair,
                 CookieSession,
+                MfaPending,
             )
         },
         (*_BODY, 403),
@@ -479,6 +505,40 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=auth.LogoutBody,
         body_required=False,
         action="auth.self",
+    ),
+    ("POST", "/auth/mfa/verify"): Operation(
+        "Complete a login with the second factor",
+        "auth",
+        {200: _json_any_of("The token pair of a normal login.", TokenPair, CookieSession)},
+        (*_BODY, 403),
+        auth="none",
+        body=auth.MfaVerifyBody,
+        description="`code` is a TOTP code or a recovery code; the `mfa_token` is single-use and "
+        "short-lived. Wrong codes are throttled like passwords (429 with `Retry-After`).",
+    ),
+    ("POST", "/auth/mfa/totp"): Operation(
+        "Start a TOTP enrolment",
+        "auth",
+        {200: _json(MfaEnrolment, "The secret and its otpauth URI (pending until confirmed).")},
+        (*_EDGE, 403, 409),
+        action="auth.mfa.enrol",
+    ),
+    ("POST", "/auth/mfa/totp/confirm"): Operation(
+        "Confirm the enrolment with its first code",
+        "auth",
+        {200: _json(RecoveryCodes, "One-time recovery codes, shown once.")},
+        (*_BODY, 403, 409),
+        body=auth.MfaCodeBody,
+        action="auth.mfa.confirm",
+    ),
+    ("DELETE", "/auth/mfa/totp"): Operation(
+        "Remove the second factor",
+        "auth",
+        {204: _empty("The authenticator and its recovery codes are gone.")},
+        (*_BODY, 403),
+        body=auth.MfaRemoveBody,
+        action="auth.mfa.remove",
+        description="Needs a fresh re-authentication: the current password and a code.",
     ),
     ("GET", "/auth/me"): Operation(
         "The caller's identity",

@@ -98,9 +98,19 @@ def attempt(request: Request) -> Attempt:
     )
 
 
-#: Paths that never need X-Tenant-ID (T2): login, refresh, logout, health and discovery.
+#: Paths that never need X-Tenant-ID (T2): login (and its second step), refresh, logout, the
+#: caller's own second factor (A14), health and discovery.
 TENANT_EXEMPT_PATHS = frozenset(
-    {"/auth/login", "/auth/refresh", "/auth/logout", "/healthz", "/readyz"}
+    {
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+        "/auth/mfa/verify",
+        "/auth/mfa/totp",
+        "/auth/mfa/totp/confirm",
+        "/healthz",
+        "/readyz",
+    }
 )
 
 

@@ -259,4 +259,13 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         session_id=claims.get("sid"),
         credential_id=claims.get("jti"),
         expires_at=float(claims["exp"]),
+        amr=amr_of(claims.get("amr")),
     )
+
+
+def amr_of(value: Any) -> tuple[str, ...]:
+    """A token's ``amr`` claim (RFC 8176) as a tuple of short strings; anything else is empty
+    (no claim, no factor: the weakest is assumed, ASVS 6.8.4)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(m for m in value[:8] if isinstance(m, str) and 0 < len(m) <= 32)

@@ -139,6 +139,7 @@ class ExternalTokens:
             credential_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
             expires_at=float(claims["exp"]),
             extra={"idp": idp.name, "external_sub": claims["sub"]},
+            amr=external_amr(claims.get("amr")),
         )
         return principal, float(claims["iat"])  # required by the decoder
 
@@ -283,3 +284,25 @@ def build_external_tokens(
         own_kids=own_kids,
         clock=clock,
     )
+
+
+#: GoTrue's ``amr`` entries are objects ``{"method": ..., "timestamp": ...}``; its methods that name
+#: an RFC 8176 value. Any other object method is kept as ``ext:<method>`` (GoTrue's ``otp`` is an
+#: emailed or texted login code, a first factor, which must not read as RFC 8176 ``otp``).
+_GOTRUE_METHODS = {"password": "pwd", "totp": "otp", "webauthn": "hwk"}
+
+
+def external_amr(value: Any) -> tuple[str, ...]:
+    """An external token's ``amr`` (A14): RFC 8176 strings as they are, GoTrue's method objects
+    mapped; at most 8 entries of at most 32 characters. No claim: no factor (ASVS 6.8.4)."""
+    if not isinstance(value, list):
+        return ()
+    found: list[str] = []
+    for entry in value[:8]:
+        if isinstance(entry, dict):
+            method = entry.get("method")
+            if isinstance(method, str) and 0 < len(method) <= 28:
+                found.append(_GOTRUE_METHODS.get(method, f"ext:{method}"))
+        elif isinstance(entry, str) and 0 < len(entry) <= 32:
+            found.append(entry)
+    return tuple(found)

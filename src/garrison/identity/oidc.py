@@ -431,7 +431,8 @@ class OidcLogin:
     # -- helpers -------------------------------------------------------------------------------
     def _start_session(self, user: User) -> TokenPair:
         """A Garrison session exactly like a password login's: a refresh family + access token."""
-        return self.auth.start_session(user)
+        # amr "oidc": the IdP's own factors are not taken on trust (assumed weakest, ASVS 6.8.4)
+        return self.auth.start_session(user, amr=("oidc",))
 
     def _provider(self, name: str) -> OidcProvider:
         provider = self.providers.get(name)

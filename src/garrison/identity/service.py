@@ -9,6 +9,12 @@ with the seconds to wait, the same answer for a missing account. An attempt hold
 its password is checked (a success gives them back), so guesses sent in parallel cannot outrun a
 budget. A limiter that cannot be reached fails closed (503).
 
+A user with a confirmed TOTP authenticator (A14) gets no tokens from the password: ``sign_in``
+answers ``MfaPending`` with a single-use ``mfa_token`` (five minutes, bound to the user and to the
+password step), and ``complete_mfa`` turns it and a code into the token pair, whose ``amr`` then
+says ``["pwd", "otp"]`` (``identity.second_factor`` checks and throttles the code). Every access
+token carries its login's ``amr``, ``acr`` and ``auth_time``, kept by the refresh family.
+
 Logout revokes the caller's own session, and the family of a refresh token in the body only if that
 token belongs to the caller: another user's token is ignored (and noted in the audit record), so
 holding a copy of someone's refresh token is not a way to end their session.
@@ -18,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from garrison.audit.event import AuditEvent, AuditSink, Outcome
 from garrison.errors import (
     AuthenticationError,
+    NotFoundError,
     RateLimitedError,
     RefreshReuseError,
     ThrottledError,
@@ -31,13 +38,19 @@ from garrison.errors import (
 from garrison.identity.gotrue import GoTrueRefresh, GoTrueTokens
 from garrison.identity.passwords import verify_password
 from garrison.identity.sessions import PREFIX as REFRESH_PREFIX
-from garrison.identity.sessions import SessionStore
+from garrison.identity.sessions import Rotation, SessionStore
 from garrison.identity.users import USERNAME_RE, User, UserStore, normalise_username
+from garrison.principal import SECOND_FACTORS
 from garrison.ratelimit.failures import FailureThrottle, Lockout
 from garrison.ratelimit.limiter import Limiter
 from garrison.tokens.jwt import TokenCodec
 
+if TYPE_CHECKING:
+    from garrison.identity.second_factor import SecondFactor
+
 BAD_CREDENTIALS = "invalid username or password"
+BAD_MFA_TOKEN = "invalid or expired mfa token"  # noqa: S105 (a message)
+PASSWORD_AMR: tuple[str, ...] = ("pwd",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,22 @@ class TokenPair:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class MfaPending:
+    """A right password of a user with a second factor: no tokens yet, a code is awaited (A14)."""
+
+    mfa_token: str
+    expires_in: int
+
+    def body(self) -> dict[str, Any]:
+        return {"mfa_required": True, "mfa_token": self.mfa_token, "expires_in": self.expires_in}
+
+
+def acr_for(amr: Sequence[str]) -> str:
+    """The assurance level a login reached (NIST SP 800-63B): ``aal2`` with a second factor."""
+    return "aal2" if any(m in SECOND_FACTORS for m in amr) else "aal1"
+
+
 PermissionsFor = Callable[[Sequence[str]], list[str]]
 
 
@@ -107,6 +136,7 @@ class AuthService:
         audit: AuditSink,
         throttle: Throttle,
         permissions_for: PermissionsFor = lambda roles: [],
+        mfa: SecondFactor | None = None,
     ) -> None:
         self.users = users
         self.sessions = sessions
@@ -117,10 +147,24 @@ class AuthService:
         self.permissions_for = permissions_for
         #: GoTrue's refresh grant (``SUPABASE_GOTRUE_URL``, seed 001); None: Garrison's tokens only
         self.gotrue: GoTrueRefresh | None = None
+        self.mfa = mfa
 
     # -- login ---------------------------------------------------------------------------------
     def login(self, username: str, password: str, client: Client) -> TokenPair:
-        """Blocking (argon2): run in a worker thread."""
+        """A password login that must end in tokens: ``sign_in`` for a user without a second
+        factor; for one with a factor, 401 ``mfa_required`` (the HTTP login answers with
+        ``MfaPending`` instead). Blocking (argon2): run in a worker thread."""
+        found = self.sign_in(username, password, client)
+        if isinstance(found, MfaPending):
+            raise AuthenticationError("a second factor is required", code="mfa_required")
+        return found
+
+    def sign_in(
+        self, username: str, password: str, client: Client, *, session: str = "token"
+    ) -> TokenPair | MfaPending:
+        """Blocking (argon2): run in a worker thread. A user with a second factor gets an
+        ``MfaPending`` (no tokens) for ``complete_mfa``; ``session`` is what the tokens will be
+        (``token`` or ``cookie``), kept with the pending login."""
         name = normalise_username(username)[:150]
         try:  # the slots are taken before the password is checked (parallel guesses)
             attempt = self.throttle.login.begin(name, client.ip)
@@ -150,6 +194,17 @@ class AuthService:
                 self._audit_lockout(lockout, client)
             raise AuthenticationError(BAD_CREDENTIALS, code="invalid_credentials")
         attempt.succeeded()
+        if self.mfa is not None and self.mfa.required_for(user):
+            token, ttl = self.mfa.store.open_challenge(user.id, PASSWORD_AMR, session)
+            self._audit(
+                "auth.login",
+                "success",
+                client,
+                actor=user.id,
+                tenant=user.tenant,
+                details={"username": user.username, "mfa_required": True},
+            )
+            return MfaPending(token, ttl)
         pair = self.start_session(user)
         self._audit(
             "auth.login",
@@ -160,6 +215,48 @@ class AuthService:
             details={"username": user.username, "sid": pair.claims["sid"]},
         )
         return pair
+
+    def complete_mfa(self, mfa_token: str, code: str, client: Client) -> tuple[TokenPair, str]:
+        """The second step of a login (A14): the token pair, and the session kind login asked for.
+
+        The ``mfa_token`` is single-use, lives five minutes, and is bound to the user whose password
+        earned it: a revocation of that user's sessions (or disabling them) in between ends it."""
+        store = self.mfa.store if self.mfa is not None else None
+        challenge = store.challenge(mfa_token) if store is not None else None
+        user = None
+        if challenge is not None:
+            try:
+                user = self.users.get(challenge.user_id)
+            except NotFoundError:
+                user = None
+        if (
+            self.mfa is None
+            or store is None
+            or challenge is None
+            or user is None
+            or not user.active
+            or challenge.created_at < user.tokens_valid_after
+        ):
+            self._audit(
+                "auth.mfa.verify",
+                "failure",
+                client,
+                actor=challenge.user_id if challenge else None,
+                reason=BAD_MFA_TOKEN,
+            )
+            raise AuthenticationError(BAD_MFA_TOKEN, code="invalid_mfa_token")
+        method = self.mfa.prove(user, code, client)  # 401 or 429, audited there
+        if not store.spend_challenge(challenge):  # a parallel request spent it first
+            self._audit("auth.mfa.verify", "failure", client, actor=user.id, reason=BAD_MFA_TOKEN)
+            raise AuthenticationError(BAD_MFA_TOKEN, code="invalid_mfa_token")
+        pair = self.start_session(user, amr=(*challenge.amr, "otp"))
+        details: dict[str, Any] = {"method": method, "sid": pair.claims["sid"]}
+        if method == "recovery_code":
+            details["recovery_codes_left"] = store.recovery_codes_left(user.id)
+        self._audit(
+            "auth.mfa.verify", "success", client, actor=user.id, tenant=user.tenant, details=details
+        )
+        return pair, challenge.session
 
     def _audit_lockout(self, lockout: Lockout, client: Client) -> None:
         """The account-wide ceiling was reached: every address now waits (alerted, A13)."""
@@ -277,23 +374,27 @@ class AuthService:
         )
 
     # -- helpers -------------------------------------------------------------------------------
-    def start_session(self, user: User) -> TokenPair:
-        """A new refresh family and its first token pair, for a user already authenticated
-        (password here, OIDC in ``identity.oidc``)."""
-        return self._pair(user, self.sessions.start(user.id, user.tenant))
+    def start_session(self, user: User, *, amr: tuple[str, ...] = PASSWORD_AMR) -> TokenPair:
+        """A new refresh family and its first token pair, for a user already authenticated as
+        ``amr`` says (password here, password and code after ``complete_mfa``, OIDC in
+        ``identity.oidc``)."""
+        return self._pair(user, self.sessions.start(user.id, user.tenant, amr=amr))
 
-    def _pair(self, user: User, rotation: Any) -> TokenPair:
-        token, claims = self.codec.issue(
-            {
-                "sub": user.id,
-                "preferred_username": user.username,
-                "email": user.email,
-                "roles": list(user.roles),
-                "permissions": self.permissions_for(user.roles),
-                "tenant": user.tenant,
-                "sid": rotation.family_id,
-            }
-        )
+    def _pair(self, user: User, rotation: Rotation) -> TokenPair:
+        claims: dict[str, Any] = {
+            "sub": user.id,
+            "preferred_username": user.username,
+            "email": user.email,
+            "roles": list(user.roles),
+            "permissions": self.permissions_for(user.roles),
+            "tenant": user.tenant,
+            "sid": rotation.family_id,
+            "amr": list(rotation.amr),  # RFC 8176; the family's, on every refresh (A2, A14)
+            "acr": acr_for(rotation.amr),
+        }
+        if rotation.auth_time is not None:
+            claims["auth_time"] = int(rotation.auth_time)
+        token, claims = self.codec.issue(claims)
         return TokenPair(token, self.codec.ttl, rotation.refresh_token, claims)
 
     def _audit(

@@ -38,6 +38,10 @@ class Rotation:
     family_id: str
     user_id: str
     refresh_token: str
+    #: how the login behind the family was proven (RFC 8176), and when: every access token of the
+    #: family carries both, so a refresh never adds a factor nor loses one (A14)
+    amr: tuple[str, ...] = ("pwd",)
+    auth_time: float | None = None
 
 
 class SessionStore:
@@ -49,8 +53,10 @@ class SessionStore:
         self.ttl = ttl
         self.clock = clock
 
-    def start(self, user_id: str, tenant: str | None) -> Rotation:
-        """A new family (a login) and its first refresh token."""
+    def start(
+        self, user_id: str, tenant: str | None, *, amr: tuple[str, ...] = ("pwd",)
+    ) -> Rotation:
+        """A new family (a login proven by ``amr``) and its first refresh token."""
         now = self.clock()
         family_id = str(uuid.uuid4())
         token = _new_token()
@@ -62,6 +68,8 @@ class SessionStore:
                     tenant=tenant,
                     created_at=now,
                     expires_at=now + self.ttl,
+                    amr=list(amr),
+                    auth_time=now,
                 )
             )
             conn.execute(
@@ -69,7 +77,7 @@ class SessionStore:
                     token_hash=token_hash(token), family_id=family_id, created_at=now
                 )
             )
-        return Rotation(family_id, user_id, token)
+        return Rotation(family_id, user_id, token, tuple(amr), now)
 
     def rotate(self, token: str) -> Rotation:
         """Spend ``token`` and return its successor; reuse revokes the family."""
@@ -89,6 +97,8 @@ class SessionStore:
                     refresh_families.c.user_id,
                     refresh_families.c.revoked_at,
                     refresh_families.c.expires_at,
+                    refresh_families.c.amr,
+                    refresh_families.c.auth_time,
                 )
                 .select_from(refresh_tokens.join(refresh_families))
                 .where(refresh_tokens.c.token_hash == digest)
@@ -114,7 +124,9 @@ class SessionStore:
             raise RefreshReuseError(
                 "refresh token reused; the session has been revoked", code="refresh_reuse"
             )
-        return Rotation(row.id, row.user_id, successor)
+        # a family from before revision 0006 has no amr: its login was a password (assumed weakest)
+        amr = tuple(str(m) for m in row.amr) if isinstance(row.amr, list) else ("pwd",)
+        return Rotation(row.id, row.user_id, successor, amr, row.auth_time)
 
     def family_of(self, token: str) -> str | None:
         with self.db.begin() as conn:

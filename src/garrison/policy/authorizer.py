@@ -52,12 +52,16 @@ class Authorizer:
         *,
         cache_size: int = 65_536,
         jwt_required_for_admin: bool = True,
+        mfa_required_for_admin: bool = False,
     ) -> None:
         self.policy_dir = policy_dir
         self.cache_size = cache_size
         #: ``REQUIRE_JWT_FOR_ADMIN`` (A7): an API key alone never holds the admin role, for any
         #: action (admin actions, acting in another tenant, the vault); decided here and only here
         self.jwt_required_for_admin = jwt_required_for_admin
+        #: ``GARRISON_REQUIRE_MFA_FOR_ADMIN`` (A14): the policy ``admin-needs-mfa`` refuses admin
+        #: actions to a signed-in admin whose ``amr`` names no second factor
+        self.mfa_required_for_admin = mfa_required_for_admin
         self._lock = threading.Lock()
         #: why the last reload was refused (None once a reload succeeds): audited by the watcher
         self.last_reload_error: str | None = None
@@ -70,6 +74,7 @@ class Authorizer:
             config.policy_dir,
             cache_size=cache_size,
             jwt_required_for_admin=config.jwt_required_for_admin,
+            mfa_required_for_admin=config.mfa_required_for_admin,
         )
 
     @property
@@ -137,6 +142,7 @@ class Authorizer:
             admin_withheld=withheld,
             route=route.prefix if route is not None else "",
             route_roles=list(route.required_roles) if route is not None else [],
+            mfa_required_for_admin=self.mfa_required_for_admin,
         )
         request, entities = cedar_request(subject, roles, action, context, resource)
         outcome = state.bundle.evaluate(request, entities)
@@ -244,7 +250,7 @@ def _present(params: Mapping[str, Any] | None) -> frozenset[str]:
 def _subject_key(subject: Principal | None) -> Hashable:
     if subject is None:
         return None
-    return (subject.sub, subject.roles, subject.tenant, subject.via, subject.scopes)
+    return (subject.sub, subject.roles, subject.tenant, subject.via, subject.scopes, subject.amr)
 
 
 def spec_context(
@@ -268,6 +274,7 @@ def spec_context(
         "admin_withheld": False,
         "route": "",
         "route_roles": [],
+        "mfa_required_for_admin": False,
     }
 
 
@@ -292,6 +299,7 @@ def cedar_request(
             "via": subject.via if subject else "anonymous",
             "scoped": bool(subject and subject.scopes is not None),
             "scopes": sorted(subject.scopes) if subject and subject.scopes else [],
+            "amr": sorted(set(subject.amr)) if subject else [],
         },
         "parents": [],
     }

@@ -20,3 +20,4 @@ class PolicyConfig:
     actions: Mapping[str, ActionDef] = field(default_factory=dict)
     routes: tuple[RouteDef, ...] = ()
     jwt_required_for_admin: bool = True
+    mfa_required_for_admin: bool = False  # GARRISON_REQUIRE_MFA_FOR_ADMIN (A14)

@@ -13,7 +13,9 @@ A policy directory may hold ``tests/*.toml`` files of ``[[case]]`` entries::
     reasons = ["role mismatch: user.delete requires admin"]         # optional: exact, in order
 
 ``run_policy_tests`` validates the policies against the schema, then decides every case with a
-fresh, uncached ``Authorizer`` (with ``REQUIRE_JWT_FOR_ADMIN`` on, as in production); the report
+fresh, uncached ``Authorizer`` (with ``REQUIRE_JWT_FOR_ADMIN`` and ``GARRISON_REQUIRE_MFA_FOR_ADMIN``
+on, as in production; a subject signed in with a password and a code unless its ``amr`` says
+otherwise, ``amr = ["pwd"]``); the report
 lists each failure with what was expected and got. The packaged tables of Garrison's own endpoints
 (``defaults/tests/own_actions.toml``) always run too, and every registered action must have at
 least one row somewhere: an action nobody wrote a decision for is a failure.
@@ -48,11 +50,15 @@ class SubjectSpec(_Strict):
     tenant: str | None = None
     via: Via = "jwt"
     scopes: tuple[str, ...] | None = None
+    #: how the subject signed in (RFC 8176): by default with a password and a second factor, as
+    #: production asks of admins (GARRISON_REQUIRE_MFA_FOR_ADMIN); ``amr = ["pwd"]`` for one factor
+    amr: tuple[str, ...] = ("pwd", "otp")
 
     def principal(self) -> Principal:
         scopes = frozenset(self.scopes) if self.scopes is not None else None
+        amr = self.amr if self.via in ("jwt", "external") else ()
         return Principal(
-            self.id, self.id, frozenset(self.roles), self.tenant, self.via, scopes=scopes
+            self.id, self.id, frozenset(self.roles), self.tenant, self.via, scopes=scopes, amr=amr
         )
 
 
@@ -190,7 +196,7 @@ def _short(exc: Exception) -> str:
 def run_policy_tests(registry: Registry, directory: Path) -> TestReport:
     """Validate the policies in ``directory`` and decide every case of its decision tables."""
     try:
-        authorizer = Authorizer(registry, directory, cache_size=0)
+        authorizer = Authorizer(registry, directory, cache_size=0, mfa_required_for_admin=True)
     except ConfigError as exc:
         return TestReport(directory, None, exc.problems, ())
     try:

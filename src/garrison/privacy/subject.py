@@ -5,7 +5,10 @@ secrets they created (names only) and the audit records they are the actor of, d
 one of their API keys. It never contains a password hash, a token or key hash, an API key's lookup
 part, or a secret value: those are credentials, not personal data, and an export file travels.
 
-Erasure deletes the user, their refresh tokens and families and their API keys in one transaction.
+The second factor appears as dates and a count of unused recovery codes, never the seed or a code.
+
+Erasure deletes the user, their refresh tokens and families, their API keys and their second factor
+(TOTP seed, recovery codes, pending logins) in one transaction.
 Audit records stay as they are: the hash chain must keep verifying (L7), and they name the user
 only by an id that no longer resolves to anyone. The erasure itself is audited by the caller.
 """
@@ -24,6 +27,9 @@ from garrison.storage.db import Database
 from garrison.storage.schema import (
     api_keys,
     audit_log,
+    mfa_challenges,
+    mfa_recovery_codes,
+    mfa_totp,
     refresh_families,
     refresh_tokens,
     users,
@@ -110,6 +116,7 @@ def export_user(
             )
         ]
         audit = list(_audit_records(conn, [user_id, *(k["id"] for k in keys)]))
+        mfa = _mfa_facts(conn, user_id)
     return {
         "format": EXPORT_FORMAT,
         "exported_at": now,
@@ -118,6 +125,27 @@ def export_user(
         "api_keys": keys,
         "vault_secrets_created": secrets,
         "audit_records": audit,
+        "mfa": mfa,
+    }
+
+
+def _mfa_facts(conn: sa.Connection, user_id: str) -> dict[str, Any]:
+    """Whether the user has a second factor (A14): dates and counts, never the seed or a code."""
+    row = conn.execute(
+        sa.select(mfa_totp.c.created_at, mfa_totp.c.confirmed_at).where(
+            mfa_totp.c.user_id == user_id
+        )
+    ).first()
+    left = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(mfa_recovery_codes)
+        .where(mfa_recovery_codes.c.user_id == user_id, mfa_recovery_codes.c.used_at.is_(None))
+    ).scalar_one()
+    return {
+        "totp": None
+        if row is None
+        else {"created_at": row.created_at, "confirmed_at": row.confirmed_at},
+        "recovery_codes_left": int(left),
     }
 
 
@@ -149,6 +177,8 @@ def erase_user(db: Database, bus: InvalidationBus, user_id: str) -> ErasureRepor
             conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.family_id.in_(families)))
             conn.execute(sa.delete(refresh_families).where(refresh_families.c.id.in_(families)))
         conn.execute(sa.delete(api_keys).where(api_keys.c.user_id == user_id))
+        for table in (mfa_challenges, mfa_recovery_codes, mfa_totp):  # the second factor (A14)
+            conn.execute(sa.delete(table).where(table.c.user_id == user_id))
         conn.execute(sa.delete(users).where(users.c.id == user_id))
     # caches on every replica drop the user, its sessions and keys now, not at their TTL
     bus.publish("user", user_id)

@@ -48,6 +48,9 @@ refresh_families = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("revoked_reason", sa.String(64), nullable=True),
+    # how the login behind the family was proven (RFC 8176 amr) and when (A14); NULL before 0006
+    sa.Column("amr", sa.JSON, nullable=True),
+    sa.Column("auth_time", sa.Float, nullable=True),
 )
 
 refresh_tokens = sa.Table(
@@ -158,6 +161,60 @@ vault_secrets = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(36), nullable=True),
     sa.UniqueConstraint("tenant", "name"),
+)
+
+#: A user's TOTP authenticator (A14): the RFC 6238 seed sealed under the vault's key set
+#: (``garrison.vault.envelope``, bound to this table, column and user), pending until a first code
+#: confirms it; ``last_step`` is the newest time step a code was accepted for (no replay).
+mfa_totp = sa.Table(
+    "mfa_totp",
+    metadata,
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("key_version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("confirmed_at", sa.Float, nullable=True),
+    sa.Column("last_step", sa.BigInteger, nullable=True),
+)
+
+#: One-time recovery codes (A14): HMAC-SHA256 under a random per-code salt, each spent once.
+mfa_recovery_codes = sa.Table(
+    "mfa_recovery_codes",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id",
+        sa.String(36),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("salt", sa.String(32), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+#: Logins waiting for their second factor (A14): the SHA-256 of the ``mfa_token`` a correct password
+#: earned, for one user, for five minutes, spent by the first correct code.
+mfa_challenges = sa.Table(
+    "mfa_challenges",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_id",
+        sa.String(36),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("amr", sa.JSON, nullable=False),  # the factors proven so far: ["pwd"]
+    sa.Column("session", sa.String(16), nullable=False),  # "token" or "cookie": what login asked
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("used_at", sa.Float, nullable=True),
 )
 
 #: Tables whose rows belong to a tenant; PostgreSQL row-level security covers each (T4).

@@ -6,6 +6,11 @@ Each secret gets its own random 256-bit data key (DEK). The value is sealed unde
 key_version). Rotating the KEK therefore re-wraps 60 bytes per secret and never touches a value,
 and a ciphertext moved to another tenant, name, row or key version does not open.
 
+The same envelope seals other columns that hold a secret (the TOTP seeds of ``mfa_totp``): the
+caller names the column (``field``), whose table, column and row id the value's AAD binds, so a
+sealed seed does not open as a vault secret or in another user's row, and ``garrison vault
+rewrap`` can move its data key like any other.
+
 Stored layout (``vault_secrets.ciphertext``)::
 
     0x01 | wrapped DEK (12-byte nonce, 32-byte key, 16-byte tag) | nonce | sealed value | tag

@@ -15,6 +15,7 @@ CONFIG_IDS = (
     "identity.secrets",
     "operations.database-url",
     "identity.jwt-for-admin",
+    "identity.mfa-for-admin",
     "tenancy.tenant-header",
     "edge.hsts-setting",
     "edge.cors-setting",
@@ -22,10 +23,12 @@ CONFIG_IDS = (
 )
 
 
-@pytest.mark.req("O4", "C2", "C3", "A7", "T2", "E1")
+@pytest.mark.req("O4", "C2", "C3", "A7", "T2", "E1", "A14")
 def test_a_development_deployment_fails_the_production_checks(load: LoadSettings) -> None:
     results = run_ids(DoctorContext(load()), *CONFIG_IDS)
     failing = {i for i, c in results.items() if c.status is Status.FAIL}
+    # MFA for admin is off in development by default: a warning there, a failure in production
+    assert results["identity.mfa-for-admin"].status is Status.WARN
     assert failing == {
         "operations.production-mode",
         "identity.secrets",
@@ -39,11 +42,21 @@ def test_a_development_deployment_fails_the_production_checks(load: LoadSettings
     assert results["operations.production-mode"].fix.startswith("set GARRISON_ENV=production")
 
 
-@pytest.mark.req("O4", "C2", "C3", "A7", "T2", "E1", "E2")
+@pytest.mark.req("O4", "C2", "C3", "A7", "T2", "E1", "E2", "A14")
 def test_a_production_configuration_passes_them(load: LoadSettings) -> None:
     results = run_ids(DoctorContext(load(**production_env(PG))), *CONFIG_IDS)
     assert {i: c.status for i, c in results.items()} == dict.fromkeys(CONFIG_IDS, Status.PASS)
     assert results["operations.database-url"].finding.endswith("sslmode verify-full")
+
+
+@pytest.mark.req("O4", "A14")
+@pytest.mark.asvs("V6.3.3")
+def test_production_without_mfa_for_admin_fails(load: LoadSettings) -> None:
+    env = production_env(PG, GARRISON_REQUIRE_MFA_FOR_ADMIN="false")
+    check = run_ids(DoctorContext(load(**env)), "identity.mfa-for-admin")["identity.mfa-for-admin"]
+    assert check.status is Status.FAIL
+    assert "GARRISON_REQUIRE_MFA_FOR_ADMIN is off in production" in check.finding
+    assert "GARRISON_REQUIRE_MFA_FOR_ADMIN=true" in check.fix
 
 
 @pytest.mark.req("O4", "C2")

@@ -1,7 +1,8 @@
-"""``/auth/*``: login, refresh, logout, me (A1, A5, A13)."""
+"""``/auth/*``: login, refresh, logout, me, and the second factor (A1, A5, A13, A14)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import anyio.to_thread
@@ -11,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from garrison.admission import Admission
+from garrison.errors import UnavailableError
 from garrison.gateway.requests import admit, client, parse_body, services
 from garrison.gateway.session_cookies import (
     by_cookie,
@@ -21,6 +23,8 @@ from garrison.gateway.session_cookies import (
     with_cookies,
 )
 from garrison.identity.cookies import SessionCookies
+from garrison.identity.second_factor import SecondFactor
+from garrison.identity.service import MfaPending
 from garrison.principal import Principal
 
 
@@ -32,6 +36,20 @@ class LoginBody(_Body):
     username: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
     session: Literal["token", "cookie"] = "token"  # "cookie": a browser session (A9)
+
+
+class MfaVerifyBody(_Body):
+    mfa_token: str = Field(min_length=1, max_length=256)
+    code: str = Field(min_length=1, max_length=64)
+
+
+class MfaCodeBody(_Body):
+    code: str = Field(min_length=1, max_length=64)
+
+
+class MfaRemoveBody(_Body):
+    current_password: str = Field(min_length=1, max_length=1024)
+    code: str = Field(min_length=1, max_length=64)
 
 
 class RefreshBody(_Body):
@@ -51,11 +69,63 @@ async def login(request: Request) -> JSONResponse:
     if body.session == "cookie":
         check_origin(request, svc.settings.issuer)  # no login CSRF from another site
     pair = await anyio.to_thread.run_sync(
-        svc.auth.login, body.username, body.password, client(request)
+        partial(
+            svc.auth.sign_in, body.username, body.password, client(request), session=body.session
+        )
     )
+    if isinstance(pair, MfaPending):  # a second factor is awaited: no tokens, no cookies (A14)
+        return JSONResponse(pair.body(), headers=_NO_STORE)
     if body.session == "cookie":
         return cookie_session_response(svc, pair)
     return JSONResponse(pair.body(), headers=_NO_STORE)
+
+
+async def mfa_verify(request: Request) -> JSONResponse:
+    """The second step of a login: the ``mfa_token`` and a TOTP or recovery code (A14)."""
+    body = await parse_body(request, MfaVerifyBody)
+    svc = services(request)
+    pair, session = await anyio.to_thread.run_sync(
+        svc.auth.complete_mfa, body.mfa_token, body.code, client(request)
+    )
+    if session == "cookie":
+        check_origin(request, svc.settings.issuer)
+        return cookie_session_response(svc, pair)
+    return JSONResponse(pair.body(), headers=_NO_STORE)
+
+
+async def mfa_enrol(request: Request) -> JSONResponse:
+    who = _caller(await admit(request, "auth.mfa.enrol"))
+    svc = services(request)
+    user = await anyio.to_thread.run_sync(svc.users.get, who.sub)
+    found = await anyio.to_thread.run_sync(_mfa(request).enrol, user, client(request))
+    return JSONResponse(found, headers=_NO_STORE)
+
+
+async def mfa_confirm(request: Request) -> JSONResponse:
+    who = _caller(await admit(request, "auth.mfa.confirm"))
+    body = await parse_body(request, MfaCodeBody)
+    svc = services(request)
+    user = await anyio.to_thread.run_sync(svc.users.get, who.sub)
+    codes = await anyio.to_thread.run_sync(_mfa(request).confirm, user, body.code, client(request))
+    return JSONResponse({"recovery_codes": codes}, headers=_NO_STORE)
+
+
+async def mfa_remove(request: Request) -> Response:
+    who = _caller(await admit(request, "auth.mfa.remove"))
+    body = await parse_body(request, MfaRemoveBody)
+    svc = services(request)
+    user = await anyio.to_thread.run_sync(svc.users.get, who.sub)
+    await anyio.to_thread.run_sync(
+        _mfa(request).remove, user, body.current_password, body.code, client(request)
+    )
+    return Response(status_code=204)
+
+
+def _mfa(request: Request) -> SecondFactor:
+    mfa = services(request).auth.mfa
+    if mfa is None:
+        raise UnavailableError("multi-factor authentication is not configured")
+    return mfa
 
 
 async def refresh(request: Request) -> JSONResponse:
@@ -107,4 +177,8 @@ def routes() -> list[BaseRoute]:
         Route("/auth/refresh", refresh, methods=["POST"]),
         Route("/auth/logout", logout, methods=["POST"]),
         Route("/auth/me", me, methods=["GET"]),
+        Route("/auth/mfa/verify", mfa_verify, methods=["POST"]),
+        Route("/auth/mfa/totp", mfa_enrol, methods=["POST"]),
+        Route("/auth/mfa/totp", mfa_remove, methods=["DELETE"]),
+        Route("/auth/mfa/totp/confirm", mfa_confirm, methods=["POST"]),
     ]

@@ -32,6 +32,8 @@ class SubjectBody(_Body):
     id: str = Field(min_length=1, max_length=200)
     roles: list[str] = Field(default_factory=list, max_length=64)
     tenant: str | None = Field(None, min_length=1, max_length=100)
+    #: how the subject signed in (RFC 8176); none given: no second factor (A14, ASVS 6.8.4)
+    amr: list[str] = Field(default_factory=list, max_length=8)
 
 
 class ResourceBody(_Body):
@@ -93,6 +95,7 @@ async def _subject(
         roles=frozenset(asked.roles),
         tenant=asked.tenant,
         via="external",
+        amr=tuple(m for m in asked.amr if 0 < len(m) <= 32),
     )
     return subject, asked.tenant
 
