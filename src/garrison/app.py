@@ -32,6 +32,7 @@ from garrison.identity.cookies import SessionCookies
 from garrison.identity.external import build_external_tokens
 from garrison.identity.jwks import FETCH_TIMEOUT
 from garrison.identity.oidc import OidcLogin, build_oidc_login
+from garrison.identity.password_policy import PasswordPolicy
 from garrison.identity.provisioning import Provisioner
 from garrison.identity.service import AuthService, Throttle
 from garrison.identity.sessions import SessionStore
@@ -234,8 +235,15 @@ def build_services(
         cache_size=settings.token_cache_size,
         clock=clock,
     )
-    users = UserStore(db, bus, clock)
-    sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
+    users = UserStore(db, bus, clock, PasswordPolicy(settings.password_min_length))
+    sessions = SessionStore(
+        db,
+        bus,
+        ttl=settings.refresh_ttl,
+        clock=clock,
+        idle_ttl=settings.session_idle_ttl,
+        absolute_ttl=settings.session_absolute_ttl,
+    )
     api_keys = ApiKeyStore(db, bus, clock, default_ttl=settings.api_key_ttl)
     authenticator = Authenticator(
         codec,

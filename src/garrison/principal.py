@@ -21,6 +21,8 @@ class Principal:
     credential_id: str | None = None  # jti of the JWT, or the API key id
     scopes: frozenset[str] | None = None  # API keys only: what the key may do
     expires_at: float | None = None
+    #: an administrator set the password: until it is changed, only ``auth.password`` (A15)
+    password_change_required: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -34,6 +34,7 @@ from garrison.gateway.routes import audit as audit_routes
 from garrison.gateway.routes import decide as decide_routes
 from garrison.gateway.routes import metrics as metrics_routes
 from garrison.gateway.routes import oidc as oidc_routes
+from garrison.gateway.routes import self_service as self_service_routes
 from garrison.gateway.routes import vault as vault_routes
 from garrison.gateway.stack import build_edge
 from garrison.observability.asgi import RequestObserver
@@ -72,6 +73,7 @@ def app_routes() -> list[BaseRoute]:
         *health.routes(),
         *wellknown.routes(),
         *auth.routes(),
+        *self_service_routes.routes(),
         *oidc_routes.routes(),
         *admin.routes(),
         *audit_routes.routes(),

@@ -277,4 +277,5 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         session_id=claims.get("sid"),
         credential_id=claims.get("jti"),
         expires_at=float(claims["exp"]),
+        password_change_required=claims.get("pwd_change_required") is True,
     )

@@ -27,8 +27,8 @@ from garrison.errors import (
     RefreshReuseError,
     ThrottledError,
 )
-from garrison.identity.passwords import verify_password
-from garrison.identity.sessions import SessionStore
+from garrison.identity.passwords import HASHER, needs_rehash, verify_password
+from garrison.identity.sessions import Seen, SessionStore
 from garrison.identity.users import USERNAME_RE, User, UserStore, normalise_username
 from garrison.ratelimit.failures import FailureThrottle, Lockout
 from garrison.ratelimit.limiter import Limiter
@@ -141,7 +141,8 @@ class AuthService:
                 self._audit_lockout(lockout, client)
             raise AuthenticationError(BAD_CREDENTIALS, code="invalid_credentials")
         attempt.succeeded()
-        pair = self.start_session(user)
+        self._upgrade_hash(user, password)
+        pair = self.start_session(user, Seen(client.ip, client.user_agent))
         self._audit(
             "auth.login",
             "success",
@@ -177,7 +178,7 @@ class AuthService:
             self._audit("auth.refresh", "deny", client, reason="throttled")
             raise RateLimitedError(decision.retry_after, "too many refreshes")
         try:
-            rotation = self.sessions.rotate(refresh_token)
+            rotation = self.sessions.rotate(refresh_token, seen=Seen(client.ip, client.user_agent))
         except RefreshReuseError:
             family = self.sessions.family_of(refresh_token)
             self._audit(
@@ -230,10 +231,16 @@ class AuthService:
         )
 
     # -- helpers -------------------------------------------------------------------------------
-    def start_session(self, user: User) -> TokenPair:
+    def start_session(self, user: User, seen: Seen | None = None) -> TokenPair:
         """A new refresh family and its first token pair, for a user already authenticated
         (password here, OIDC in ``identity.oidc``)."""
-        return self._pair(user, self.sessions.start(user.id, user.tenant))
+        return self._pair(user, self.sessions.start(user.id, user.tenant, seen=seen))
+
+    def _upgrade_hash(self, user: User, password: str) -> None:
+        """After a successful verify: re-hash under the current argon2 parameters when the stored
+        hash was made with others (A15)."""
+        if user.password_hash and needs_rehash(user.password_hash):
+            self.users.rehash(user.id, user.password_hash, HASHER.hash(password))
 
     def _pair(self, user: User, rotation: Any) -> TokenPair:
         token, claims = self.codec.issue(
@@ -245,6 +252,8 @@ class AuthService:
                 "permissions": self.permissions_for(user.roles),
                 "tenant": user.tenant,
                 "sid": rotation.family_id,
+                # an administrator set the password: only POST /auth/password (the policy, A15)
+                **({"pwd_change_required": True} if user.password_change_required else {}),
             }
         )
         return TokenPair(token, self.codec.ttl, rotation.refresh_token, claims)

@@ -254,7 +254,14 @@ def _present(params: Mapping[str, Any] | None) -> frozenset[str]:
 def _subject_key(subject: Principal | None) -> Hashable:
     if subject is None:
         return None
-    return (subject.sub, subject.roles, subject.tenant, subject.via, subject.scopes)
+    return (
+        subject.sub,
+        subject.roles,
+        subject.tenant,
+        subject.via,
+        subject.scopes,
+        subject.password_change_required,
+    )
 
 
 def spec_context(
@@ -299,6 +306,7 @@ def cedar_request(
             "roles": sorted(roles),
             "tenant": (subject.tenant or "") if subject else "",
             "authenticated": subject is not None,
+            "password_change_required": bool(subject and subject.password_change_required),
             "via": subject.via if subject else "anonymous",
             "scoped": bool(subject and subject.scopes is not None),
             "scopes": sorted(subject.scopes) if subject and subject.scopes else [],

@@ -48,11 +48,18 @@ class SubjectSpec(_Strict):
     tenant: str | None = None
     via: Via = "jwt"
     scopes: tuple[str, ...] | None = None
+    password_change_required: bool = False
 
     def principal(self) -> Principal:
         scopes = frozenset(self.scopes) if self.scopes is not None else None
         return Principal(
-            self.id, self.id, frozenset(self.roles), self.tenant, self.via, scopes=scopes
+            self.id,
+            self.id,
+            frozenset(self.roles),
+            self.tenant,
+            self.via,
+            scopes=scopes,
+            password_change_required=self.password_change_required,
         )
 
 
