@@ -163,11 +163,11 @@ class SessionStore:
                 reuse = True
             else:
                 reuse = False
+                ended = self._lifetime_over(row.created_at, row.last_used_at, now)
+                if ended is not None and row.revoked_at is None:
+                    raise AuthenticationError(ended, code="invalid_refresh_token")
                 if row.revoked_at is not None or row.expires_at <= now:
                     raise AuthenticationError("session ended", code="invalid_refresh_token")
-                ended = self._lifetime_over(row.created_at, row.last_used_at, now)
-                if ended is not None:
-                    raise AuthenticationError(ended, code="invalid_refresh_token")
                 conn.execute(
                     sa.update(refresh_families)
                     .where(refresh_families.c.id == row.id)
