@@ -76,7 +76,8 @@ class PasswordPolicy:
         """Raise ``ValidationError`` (422) with every reason when ``password`` is refused."""
         reasons = self.problems(password, username=username, email=email)
         if reasons:
-            raise ValidationError("password refused", reasons=reasons, code="weak_password")
+            why = "; ".join(reason.removeprefix("password: ") for reason in reasons)
+            raise ValidationError(f"password refused: {why}", reasons=reasons, code="weak_password")
 
 
 def context_words(username: str | None, email: str | None) -> Iterable[str]:
