@@ -161,7 +161,7 @@ def test_the_minimum_length_is_configurable_up_but_never_below_8(
     svc = build_services(make_settings(GARRISON_PASSWORD_MIN_LENGTH="16"))
     try:
         with TestClient(create_app(svc), base_url="http://127.0.0.1") as client:
-            admin = _admin(client, lambda *a, **k: svc.users.create(*a, PASSWORD, **k))
+            admin = _admin(client, lambda name, **k: svc.users.create(name, PASSWORD, **k))
             body = {"username": "bob", "password": "fifteen chars!!"}
             made = client.post("/admin/users", json=body, headers=admin)
             assert made.status_code == 422
