@@ -43,6 +43,7 @@ from garrison.identity.gotrue import GoTrueConfig, build_gotrue_refresh
 from garrison.identity.jwks import FETCH_TIMEOUT
 from garrison.identity.mfa import MfaStore
 from garrison.identity.oidc import Limits, OidcConfig, OidcLogin, build_oidc_login
+from garrison.identity.password_policy import PasswordPolicy
 from garrison.identity.provisioning import Provisioner
 from garrison.identity.second_factor import SecondFactor
 from garrison.identity.service import AuthService, Throttle
@@ -275,8 +276,17 @@ def build_services(
         clock=clock,
     )
     vault_keys = KeySet.from_config(vault_config(settings))
-    users = UserStore(db, bus, clock, emails=EmailCipher(vault_keys))  # email sealed (V2)
-    sessions = SessionStore(db, bus, ttl=settings.refresh_ttl, clock=clock)
+    users = UserStore(  # email sealed (V2); one password policy wherever one is set (A15)
+        db, bus, clock, PasswordPolicy(settings.password_min_length), emails=EmailCipher(vault_keys)
+    )
+    sessions = SessionStore(
+        db,
+        bus,
+        ttl=settings.refresh_ttl,
+        clock=clock,
+        idle_ttl=settings.session_idle_ttl,
+        absolute_ttl=settings.session_absolute_ttl,
+    )
     api_keys = ApiKeyStore(db, bus, clock, default_ttl=settings.api_key_ttl)
     authenticator = Authenticator(
         codec,

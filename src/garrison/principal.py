@@ -29,6 +29,8 @@ class Principal:
     #: how the identity was proven (RFC 8176 ``amr``): ``("pwd",)``, ``("pwd", "otp")``, ``("oidc",)``;
     #: empty for API keys and the CLI operator
     amr: tuple[str, ...] = ()
+    #: an administrator set the password: until it is changed, only ``auth.password`` (A15)
+    password_change_required: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

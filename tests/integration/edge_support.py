@@ -173,7 +173,15 @@ def garrison_env(tmp: Path, toml: str, **extra: str) -> dict[str, str]:
 
 def create_user(env: Mapping[str, str], name: str, *args: str) -> None:
     done = run_cli(
-        "users", "create", "--username", name, *args, "--password-stdin", env=env, stdin=PASSWORD
+        "users",
+        "create",
+        "--username",
+        name,
+        *args,
+        "--password-stdin",
+        "--no-password-change",  # these users log in at the edge at once
+        env=env,
+        stdin=PASSWORD,
     )
     assert done.returncode == 0, done.stderr
 

@@ -167,6 +167,7 @@ def test_a_live_server_log_holds_no_hash_after_a_database_error(
         "--role",
         "admin",
         "--password-stdin",
+        "--no-password-change",
         env=env,
         stdin=PASSWORD + "\n",
     )

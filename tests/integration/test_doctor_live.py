@@ -136,6 +136,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "--role",
         "admin",
         "--password-stdin",
+        "--no-password-change",
         env=env,
         stdin="a long and unguessable passphrase\n",
     )

@@ -88,6 +88,7 @@ def test_a_live_run_writes_no_secret_anywhere(tmp_path: Path) -> None:
         "--role",
         "admin",
         "--password-stdin",
+        "--no-password-change",
         env=env,
         stdin=PASSWORD + "\n",
     )

@@ -37,7 +37,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[LiveServer]]]
         GARRISON_USER_CACHE_TTL="300",  # only pub/sub can make the replicas notice in time
     )
     for name, roles in (("alice", ["user"]), ("root", ["admin"])):
-        args = ["users", "create", "--username", name, "--password-stdin"]
+        args = ["users", "create", "--username", name, "--password-stdin", "--no-password-change"]
         for role in roles:
             args += ["--role", role]
         made = run_cli(*args, env=env, stdin=PASSWORD + "\n")

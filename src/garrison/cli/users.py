@@ -19,7 +19,8 @@ class _Public(Protocol):
 __all__ = ["JsonOpt", "UserArg", "app", "cli_actor", "keys_app"]
 
 app = typer.Typer(
-    help="Users: create, list, disable, enable, set roles, revoke sessions, export, delete.",
+    help="Users: create, list, disable, enable, set roles, reset password, revoke sessions, "
+    "export, delete.",
     no_args_is_help=True,
 )
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
@@ -42,6 +43,14 @@ def create(
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Bind the user to a tenant.")
     ] = None,
+    password_change: Annotated[
+        bool,
+        typer.Option(
+            "--password-change/--no-password-change",
+            help="Make the user change the password at first login (the default); "
+            "--no-password-change when it is the user's own (your first admin, automation).",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a user. The password comes from stdin, never from the command line."""
@@ -62,6 +71,7 @@ def create(
             email=email,
             roles=tuple(role or ["user"]),
             tenant=tenant,
+            change_required=password_change,
         ),
         as_json=as_json,
     )
@@ -174,6 +184,25 @@ def revoke_sessions(
             f"{target.username}; its live tokens and cookie sessions are dead"
         ),
     )
+
+
+@app.command("reset-password")
+def reset_password(ctx: typer.Context, user: UserArg, as_json: JsonOpt = False) -> None:
+    """Set a random temporary password (printed once; changed at the next login) and end the
+    user's sessions."""
+    target, temporary, ended = operate(
+        ctx,
+        "users reset-password",
+        lambda admin, actor: admin.reset_password(actor, user),
+        as_json=as_json,
+    )
+
+    def human() -> None:
+        out.print(f"password of {target.username} reset; {ended} session(s) ended")
+        out.print("Temporary password, shown once (it must be changed at the next login):")
+        out.print(temporary)
+
+    emit({"user_id": target.id, "temporary_password": temporary}, as_json, human)
 
 
 @keys_app.command("create")

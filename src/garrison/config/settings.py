@@ -121,6 +121,12 @@ class Settings(FrozenModel):
     audience: str = Field("garrison", alias="GARRISON_AUDIENCE", min_length=1)
     access_ttl: int = Field(900, alias="GARRISON_ACCESS_TTL", ge=30, le=86400)
     refresh_ttl: int = Field(30 * 86400, alias="GARRISON_REFRESH_TTL", ge=300)
+    # session lifecycle (A16, ASVS 7.3; NIST SP 800-63B AAL2): a refresh family (a Bearer or cookie
+    # session) ends when unused this long, and in any case this long after its login
+    session_idle_ttl: int = Field(1800, alias="GARRISON_SESSION_IDLE_TTL", ge=60)
+    session_absolute_ttl: int = Field(12 * 3600, alias="GARRISON_SESSION_ABSOLUTE_TTL", ge=300)
+    # password policy (A15, ASVS 6.2.1): never below 8
+    password_min_length: int = Field(8, alias="GARRISON_PASSWORD_MIN_LENGTH", ge=8, le=128)
     signing_alg: SigningAlg = Field("RS256", alias="GARRISON_SIGNING_ALG")
     key_rotate_days: int = Field(90, alias="GARRISON_KEY_ROTATE_DAYS", ge=1)
     clock_skew: int = Field(30, alias="GARRISON_CLOCK_SKEW", ge=0, le=300)
@@ -256,6 +262,11 @@ class Settings(FrozenModel):
                 f"GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT ({self.login_max_failures_per_account})"
                 f" must be at least GARRISON_LOGIN_MAX_FAILURES ({self.login_max_failures}): "
                 "below it, anyone's guesses lock the account for everybody"
+            )
+        if self.session_absolute_ttl < self.session_idle_ttl:
+            problems.append(
+                f"GARRISON_SESSION_ABSOLUTE_TTL ({self.session_absolute_ttl}) must be at least "
+                f"GARRISON_SESSION_IDLE_TTL ({self.session_idle_ttl})"
             )
         if self.login_backoff_max < self.login_backoff_base:
             problems.append(

@@ -35,6 +35,7 @@ from garrison.gateway.routes import decide as decide_routes
 from garrison.gateway.routes import docs as docs_routes
 from garrison.gateway.routes import metrics as metrics_routes
 from garrison.gateway.routes import oidc as oidc_routes
+from garrison.gateway.routes import self_service as self_service_routes
 from garrison.gateway.routes import vault as vault_routes
 from garrison.gateway.stack import build_edge
 from garrison.observability.asgi import RequestObserver, traced_fast_route
@@ -75,6 +76,7 @@ def app_routes() -> list[BaseRoute]:
         *health.routes(),
         *wellknown.routes(),
         *auth.routes(),
+        *self_service_routes.routes(),
         *oidc_routes.routes(),
         *admin.routes(),
         *audit_routes.routes(),

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from garrison.gateway.routes import admin, auth, decide, vault
+from garrison.gateway.routes import admin, auth, decide, self_service, vault
 
 #: The framework-free routes (``Front.fast_routes``): not in the Starlette table.
 FAST_ROUTES = ("/verify",)
@@ -95,6 +95,24 @@ class MfaEnrolment(_Out):
 
 class RecoveryCodes(_Out):
     recovery_codes: list[str]
+
+
+class SessionOut(_Out):
+    id: str
+    created_at: float
+    last_used_at: float | None
+    ip: str | None
+    user_agent: str | None
+    amr: list[str]
+    current: bool
+
+
+class SessionList(_Out):
+    sessions: list[SessionOut]
+
+
+class TemporaryPassword(_Out):
+    temporary_password: str = Field(description="Shown once; must be changed at first login.")
 
 
 class Me(_Out):
@@ -218,6 +236,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     MfaPending,
     MfaEnrolment,
     RecoveryCodes,
+    SessionOut,
+    SessionList,
+    TemporaryPassword,
     Me,
     UserList,
     UserOut,
@@ -238,6 +259,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     auth.MfaVerifyBody,
     auth.MfaCodeBody,
     auth.MfaRemoveBody,
+    self_service.ChangePassword,
     admin.CreateUser,
     admin.PatchUser,
     admin.DeleteUser,
@@ -540,6 +562,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         action="auth.mfa.remove",
         description="Needs a fresh re-authentication: the current password and a code.",
     ),
+    ("POST", "/auth/password"): Operation(
+        "Change the caller's password",
+        "auth",
+        {204: _empty("Changed; every other session of the user has ended.")},
+        (*_BODY, 403),
+        body=self_service.ChangePassword,
+        action="auth.password",
+        description="Needs the current password (a wrong one counts as a failed login). A weak, "
+        "common or breached new password gets 422 with every reason.",
+    ),
+    ("GET", "/auth/sessions"): Operation(
+        "The caller's live sessions",
+        "auth",
+        {200: _json(SessionList, "Each refresh family of the caller, the current one marked.")},
+        (*_EDGE, 403),
+        action="auth.sessions",
+    ),
+    ("DELETE", "/auth/sessions/{session_id}"): Operation(
+        "End one of the caller's sessions",
+        "auth",
+        {204: _empty("The session and its access tokens have ended.")},
+        (*_EDGE, 403, 404),
+        parameters=(_path("session_id", "A session id from GET /auth/sessions."),),
+        action="auth.sessions",
+        description="Another user's session id, or an unknown one, answers 404.",
+    ),
     ("GET", "/auth/me"): Operation(
         "The caller's identity",
         "auth",
@@ -660,6 +708,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         auth="admin",
         parameters=(_path("user_id", "A user id or username."), _TENANT),
         action="admin.users.revoke_sessions",
+    ),
+    ("POST", "/admin/users/{user_id}/reset-password"): Operation(
+        "Reset a user's password",
+        "admin",
+        {200: _json(TemporaryPassword, "A random temporary password, shown once.")},
+        (*_EDGE, 403, 404, 409),
+        auth="admin",
+        parameters=(_path("user_id", "A user id or username."), _TENANT),
+        action="admin.users.reset_password",
+        description="Every session and access token of the user ends; the temporary password "
+        "must be changed at first login.",
     ),
     ("GET", "/admin/api-keys"): Operation(
         "List a user's API keys",

@@ -69,7 +69,7 @@ def session_cookies(svc: Services, pair: TokenPair) -> list[str]:
         pair.access_token,
         pair.expires_in,
         pair.refresh_token,
-        settings.refresh_ttl,
+        min(settings.refresh_ttl, settings.session_absolute_ttl),  # the server ends it then (A16)
         str(pair.claims["sid"]),
     )
 

@@ -260,6 +260,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         credential_id=claims.get("jti"),
         expires_at=float(claims["exp"]),
         amr=amr_of(claims.get("amr")),
+        password_change_required=claims.get("pwd_change_required") is True,
     )
 
 

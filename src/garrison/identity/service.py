@@ -36,9 +36,9 @@ from garrison.errors import (
     UnavailableError,
 )
 from garrison.identity.gotrue import GoTrueRefresh, GoTrueTokens
-from garrison.identity.passwords import verify_password
+from garrison.identity.passwords import HASHER, needs_rehash, verify_password
 from garrison.identity.sessions import PREFIX as REFRESH_PREFIX
-from garrison.identity.sessions import Rotation, SessionStore
+from garrison.identity.sessions import Rotation, Seen, SessionStore
 from garrison.identity.users import USERNAME_RE, User, UserStore, normalise_username
 from garrison.principal import SECOND_FACTORS
 from garrison.ratelimit.failures import FailureThrottle, Lockout
@@ -194,6 +194,8 @@ class AuthService:
                 self._audit_lockout(lockout, client)
             raise AuthenticationError(BAD_CREDENTIALS, code="invalid_credentials")
         attempt.succeeded()
+        self._upgrade_hash(user, password)
+        seen = Seen(client.ip, client.user_agent)
         if self.mfa is not None and self.mfa.required_for(user):
             token, ttl = self.mfa.store.open_challenge(user.id, PASSWORD_AMR, session)
             self._audit(
@@ -205,7 +207,7 @@ class AuthService:
                 details={"username": user.username, "mfa_required": True},
             )
             return MfaPending(token, ttl)
-        pair = self.start_session(user)
+        pair = self.start_session(user, seen)
         self._audit(
             "auth.login",
             "success",
@@ -321,7 +323,7 @@ class AuthService:
         """Rotate one of Garrison's own refresh tokens (the only kind a cookie session holds)."""
         self._refresh_budget(client)
         try:
-            rotation = self.sessions.rotate(refresh_token)
+            rotation = self.sessions.rotate(refresh_token, seen=Seen(client.ip, client.user_agent))
         except RefreshReuseError:
             family = self.sessions.family_of(refresh_token)
             self._audit(
@@ -374,11 +376,19 @@ class AuthService:
         )
 
     # -- helpers -------------------------------------------------------------------------------
-    def start_session(self, user: User, *, amr: tuple[str, ...] = PASSWORD_AMR) -> TokenPair:
+    def start_session(
+        self, user: User, seen: Seen | None = None, *, amr: tuple[str, ...] = PASSWORD_AMR
+    ) -> TokenPair:
         """A new refresh family and its first token pair, for a user already authenticated as
         ``amr`` says (password here, password and code after ``complete_mfa``, OIDC in
         ``identity.oidc``)."""
-        return self._pair(user, self.sessions.start(user.id, user.tenant, amr=amr))
+        return self._pair(user, self.sessions.start(user.id, user.tenant, amr=amr, seen=seen))
+
+    def _upgrade_hash(self, user: User, password: str) -> None:
+        """After a successful verify: re-hash under the current argon2 parameters when the stored
+        hash was made with others (A15)."""
+        if user.password_hash and needs_rehash(user.password_hash):
+            self.users.rehash(user.id, user.password_hash, HASHER.hash(password))
 
     def _pair(self, user: User, rotation: Rotation) -> TokenPair:
         claims: dict[str, Any] = {
@@ -394,6 +404,8 @@ class AuthService:
         }
         if rotation.auth_time is not None:
             claims["auth_time"] = int(rotation.auth_time)
+        if user.password_change_required:  # an administrator set it: only POST /auth/password
+            claims["pwd_change_required"] = True
         token, claims = self.codec.issue(claims)
         return TokenPair(token, self.codec.ttl, rotation.refresh_token, claims)
 

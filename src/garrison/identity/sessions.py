@@ -4,6 +4,12 @@ A refresh token is ``grt_`` + 256 random bits. Each use atomically marks the pre
 used (``UPDATE ... WHERE used_at IS NULL``) and issues its successor in the same family. Presenting a token
 that was already used is reuse: somebody holds a copy, so the whole family (every token descended
 from that login, and the access tokens carrying its ``sid``) is revoked.
+
+Lifetimes (A16, ASVS 7.3): a family ends ``idle_ttl`` seconds after its last use (its login or a
+refresh) and ``absolute_ttl`` seconds after its login, whichever comes first; a refresh after
+either is refused (401). Use is recorded at refresh granularity (not on every request), so a client
+that stays active refreshes at least once per access-token lifetime. Each family keeps where it was
+last used from (address, user agent) for ``GET /auth/sessions``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,6 +30,10 @@ from garrison.storage.schema import refresh_families, refresh_tokens
 
 PREFIX = "grt_"
 _MAX_LEN = 128
+_MAX_IP = 64
+_MAX_AGENT = 400
+IDLE = "session idle too long"
+ABSOLUTE = "session reached its absolute lifetime"
 
 
 def token_hash(token: str) -> str:
@@ -44,17 +55,68 @@ class Rotation:
     auth_time: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Where a login or refresh came from (recorded on its family, A16)."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "ip": self.ip[:_MAX_IP] if self.ip else None,
+            "user_agent": self.user_agent[:_MAX_AGENT] if self.user_agent else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session of a user, as ``GET /auth/sessions`` shows it."""
+
+    id: str
+    created_at: float
+    last_used_at: float
+    ip: str | None
+    user_agent: str | None
+    amr: tuple[str, ...]
+
+    def public(self, current: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "amr": list(self.amr),
+            "current": self.id == current,
+        }
+
+
 class SessionStore:
     def __init__(
-        self, db: Database, bus: InvalidationBus, *, ttl: int, clock: Clock = system_clock
+        self,
+        db: Database,
+        bus: InvalidationBus,
+        *,
+        ttl: int,
+        clock: Clock = system_clock,
+        idle_ttl: int | None = None,
+        absolute_ttl: int | None = None,
     ) -> None:
         self.db = db
         self.bus = bus
         self.ttl = ttl
         self.clock = clock
+        self.idle_ttl = idle_ttl  # None: no idle timeout
+        self.absolute_ttl = absolute_ttl if absolute_ttl is not None else ttl
 
     def start(
-        self, user_id: str, tenant: str | None, *, amr: tuple[str, ...] = ("pwd",)
+        self,
+        user_id: str,
+        tenant: str | None,
+        *,
+        amr: tuple[str, ...] = ("pwd",),
+        seen: Seen | None = None,
     ) -> Rotation:
         """A new family (a login proven by ``amr``) and its first refresh token."""
         now = self.clock()
@@ -67,9 +129,11 @@ class SessionStore:
                     user_id=user_id,
                     tenant=tenant,
                     created_at=now,
-                    expires_at=now + self.ttl,
+                    expires_at=now + min(self.ttl, self.absolute_ttl),
                     amr=list(amr),
                     auth_time=now,
+                    last_used_at=now,
+                    **(seen or Seen()).values(),
                 )
             )
             conn.execute(
@@ -79,8 +143,9 @@ class SessionStore:
             )
         return Rotation(family_id, user_id, token, tuple(amr), now)
 
-    def rotate(self, token: str) -> Rotation:
-        """Spend ``token`` and return its successor; reuse revokes the family."""
+    def rotate(self, token: str, *, seen: Seen | None = None) -> Rotation:
+        """Spend ``token`` and return its successor; reuse revokes the family; a family idle too
+        long or past its absolute lifetime is refused (A16)."""
         if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > _MAX_LEN:
             raise AuthenticationError("invalid refresh token", code="invalid_refresh_token")
         digest = token_hash(token)
@@ -99,6 +164,8 @@ class SessionStore:
                     refresh_families.c.expires_at,
                     refresh_families.c.amr,
                     refresh_families.c.auth_time,
+                    refresh_families.c.created_at,
+                    refresh_families.c.last_used_at,
                 )
                 .select_from(refresh_tokens.join(refresh_families))
                 .where(refresh_tokens.c.token_hash == digest)
@@ -111,8 +178,16 @@ class SessionStore:
                 reuse = True
             else:
                 reuse = False
+                ended = self._lifetime_over(row.created_at, row.last_used_at, now)
+                if ended is not None and row.revoked_at is None:
+                    raise AuthenticationError(ended, code="invalid_refresh_token")
                 if row.revoked_at is not None or row.expires_at <= now:
                     raise AuthenticationError("session ended", code="invalid_refresh_token")
+                conn.execute(
+                    sa.update(refresh_families)
+                    .where(refresh_families.c.id == row.id)
+                    .values(last_used_at=now, **(seen or Seen()).values())
+                )
                 successor = _new_token()
                 conn.execute(
                     refresh_tokens.insert().values(
@@ -155,11 +230,16 @@ class SessionStore:
     def is_revoked(self, family_id: str) -> bool:
         with self.db.begin() as conn:
             row = conn.execute(
-                sa.select(refresh_families.c.revoked_at, refresh_families.c.expires_at).where(
-                    refresh_families.c.id == family_id
-                )
+                sa.select(
+                    refresh_families.c.revoked_at,
+                    refresh_families.c.expires_at,
+                    refresh_families.c.created_at,
+                ).where(refresh_families.c.id == family_id)
             ).first()
-        return row is None or row.revoked_at is not None or row.expires_at <= self.clock()
+        if row is None or row.revoked_at is not None:
+            return True
+        now = self.clock()
+        return bool(row.expires_at <= now or row.created_at + self.absolute_ttl <= now)
 
     @staticmethod
     def _revoke(conn: sa.Connection, family_id: str, now: float, reason: str) -> bool:
@@ -169,3 +249,69 @@ class SessionStore:
             .values(revoked_at=now, revoked_reason=reason)
         )
         return bool(result.rowcount)
+
+    # -- lifetimes and the user's own sessions (A16) ---------------------------------------------
+    def _lifetime_over(
+        self, created_at: float, last_used_at: float | None, now: float
+    ) -> str | None:
+        """Why a family's lifetime is over (absolute, idle), or None while it lives. A family
+        from before revision 0007 has no ``last_used_at``: its login counts as its last use."""
+        if created_at + self.absolute_ttl <= now:
+            return ABSOLUTE
+        last = last_used_at if last_used_at is not None else created_at
+        if self.idle_ttl is not None and last + self.idle_ttl <= now:
+            return IDLE
+        return None
+
+    def live_sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's sessions that could still be refreshed, most recently used first."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            rows = conn.execute(
+                sa.select(refresh_families).where(
+                    refresh_families.c.user_id == user_id,
+                    refresh_families.c.revoked_at.is_(None),
+                    refresh_families.c.expires_at > now,
+                )
+            ).all()
+        found = []
+        for row in rows:
+            if self._lifetime_over(row.created_at, row.last_used_at, now) is not None:
+                continue
+            amr = row._mapping.get("amr")  # recorded since the MFA revision; else a password
+            found.append(
+                SessionInfo(
+                    id=row.id,
+                    created_at=row.created_at,
+                    last_used_at=row.last_used_at or row.created_at,
+                    ip=row.ip,
+                    user_agent=row.user_agent,
+                    amr=tuple(str(m) for m in amr) if isinstance(amr, list) else ("pwd",),
+                )
+            )
+        found.sort(key=lambda info: info.last_used_at, reverse=True)
+        return found
+
+    def end_own(self, user_id: str, family_id: str, reason: str = "ended_by_user") -> bool:
+        """End one live session of ``user_id``; False (nothing done) when ``family_id`` is not
+        one: another user's session is never touched."""
+        if not isinstance(family_id, str) or len(family_id) > 36 or "\x00" in family_id:
+            return False
+        now = self.clock()
+        alive = [info.id for info in self.live_sessions(user_id)]
+        if family_id not in alive:
+            return False
+        with self.db.begin() as conn:
+            done = conn.execute(
+                sa.update(refresh_families)
+                .where(
+                    refresh_families.c.id == family_id,
+                    refresh_families.c.user_id == user_id,
+                    refresh_families.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now, revoked_reason=reason)
+            )
+        if not done.rowcount:
+            return False
+        self.bus.publish("family", family_id)
+        return True

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from garrison.identity.password_policy import PasswordPolicy
 from garrison.identity.passwords import hash_password
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
@@ -60,6 +61,7 @@ class User:
     created_at: float
     tokens_valid_after: float
     password_hash: str | None = None
+    password_change_required: bool = False  # an administrator set the password (A15)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ def _user(row: Any, email: str | None) -> User:
         created_at=row.created_at,
         tokens_valid_after=row.tokens_valid_after or 0.0,
         password_hash=row.password_hash,
+        password_change_required=bool(row.password_change_required),
     )
 
 
@@ -127,6 +130,7 @@ class UserStore:
         db: Database,
         bus: InvalidationBus,
         clock: Clock = system_clock,
+        policy: PasswordPolicy | None = None,
         *,
         emails: EmailCipher | None = None,
     ) -> None:
@@ -135,6 +139,7 @@ class UserStore:
         self.clock = clock
         #: seals and opens the email column (V2); None: users without an email only
         self.emails = emails
+        self.policy = policy or PasswordPolicy()  # every password set here passes it (A15)
 
     # -- the encrypted email (V2) ----------------------------------------------------------------
     def email_columns(self, user_id: str, email: str | None) -> dict[str, object]:
@@ -292,7 +297,10 @@ class UserStore:
         roles: tuple[str, ...] = ("user",),
         tenant: str | None = None,
         external_subject: str | None = None,
+        change_required: bool = False,
     ) -> User:
+        """``change_required``: an administrator chose the password; the user must change it
+        before doing anything else (A15)."""
         name = normalise_username(username)
         if not USERNAME_RE.match(name):
             raise ValidationError(
@@ -302,6 +310,8 @@ class UserStore:
             raise ValidationError("email: not an email address")
         _checked_roles(roles)
         tenant = validate_tenant(tenant)
+        if password is not None:
+            self.policy.check(password, username=name, email=email)
         pw_hash = hash_password(password) if password is not None else None
         now = self.clock()
         user_id = str(uuid.uuid4())
@@ -320,6 +330,7 @@ class UserStore:
                         created_at=now,
                         updated_at=now,
                         tokens_valid_after=0.0,
+                        password_change_required=change_required and password is not None,
                     )
                 )
         except sa.exc.IntegrityError:
@@ -455,14 +466,56 @@ class UserStore:
         )
         return Revoked(sessions=sessions, api_keys=int(keys.rowcount or 0))
 
-    def set_password(self, user_id: str, password: str) -> None:
+    def set_password(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        change_required: bool = False,
+        keep_session: str | None = None,
+    ) -> int:
+        """A new password (checked against the policy, A15) and the end of the user's sessions,
+        in one transaction; the number of sessions ended.
+
+        Without ``keep_session`` (an administrator's reset) every refresh family ends and every
+        access token issued so far dies (``tokens_valid_after``). With it (the user's own change)
+        every family but that one ends; their access tokens die with them (each carries its
+        family's ``sid``), and ``tokens_valid_after`` stays, so the current session lives on.
+        ``change_required``: the new password must be changed at the next login.
+        """
+        user = self.get(user_id)
+        self.policy.check(password, username=user.username, email=user.email)
         pw_hash = hash_password(password)
+        now = self.clock()
+        values: dict[str, Any] = {
+            "password_hash": pw_hash,
+            "password_change_required": change_required,
+            "updated_at": now,
+        }
+        if keep_session is None:
+            values["tokens_valid_after"] = now
+        reason = "password_reset" if keep_session is None else "password_changed"
         with self.db.begin() as conn:
-            conn.execute(
-                sa.update(users)
-                .where(users.c.id == user_id)
-                .values(password_hash=pw_hash, updated_at=self.clock())
+            conn.execute(sa.update(users).where(users.c.id == user_id).values(values))
+            stmt = sa.update(refresh_families).where(
+                refresh_families.c.user_id == user_id, refresh_families.c.revoked_at.is_(None)
             )
+            if keep_session is not None:
+                stmt = stmt.where(refresh_families.c.id != keep_session)
+            ended = conn.execute(stmt.values(revoked_at=now, revoked_reason=reason))
+        self.bus.publish("user", user_id)
+        return int(ended.rowcount or 0)
+
+    def rehash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        """Store ``new_hash`` (the same password under the current argon2 parameters) unless the
+        password changed meanwhile; True when stored."""
+        with self.db.begin() as conn:
+            done = conn.execute(
+                sa.update(users)
+                .where(users.c.id == user_id, users.c.password_hash == old_hash)
+                .values(password_hash=new_hash)
+            )
+        return bool(done.rowcount)
 
     @staticmethod
     def _revoke_families(conn: sa.Connection, user_id: str, now: float, reason: str) -> int:

@@ -250,7 +250,15 @@ def _present(params: Mapping[str, Any] | None) -> frozenset[str]:
 def _subject_key(subject: Principal | None) -> Hashable:
     if subject is None:
         return None
-    return (subject.sub, subject.roles, subject.tenant, subject.via, subject.scopes, subject.amr)
+    return (
+        subject.sub,
+        subject.roles,
+        subject.tenant,
+        subject.via,
+        subject.scopes,
+        subject.amr,
+        subject.password_change_required,
+    )
 
 
 def spec_context(
@@ -296,6 +304,7 @@ def cedar_request(
             "roles": sorted(roles),
             "tenant": (subject.tenant or "") if subject else "",
             "authenticated": subject is not None,
+            "password_change_required": bool(subject and subject.password_change_required),
             "via": subject.via if subject else "anonymous",
             "scoped": bool(subject and subject.scopes is not None),
             "scopes": sorted(subject.scopes) if subject and subject.scopes else [],

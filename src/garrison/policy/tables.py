@@ -53,12 +53,20 @@ class SubjectSpec(_Strict):
     #: how the subject signed in (RFC 8176): by default with a password and a second factor, as
     #: production asks of admins (GARRISON_REQUIRE_MFA_FOR_ADMIN); ``amr = ["pwd"]`` for one factor
     amr: tuple[str, ...] = ("pwd", "otp")
+    password_change_required: bool = False
 
     def principal(self) -> Principal:
         scopes = frozenset(self.scopes) if self.scopes is not None else None
         amr = self.amr if self.via in ("jwt", "external") else ()
         return Principal(
-            self.id, self.id, frozenset(self.roles), self.tenant, self.via, scopes=scopes, amr=amr
+            self.id,
+            self.id,
+            frozenset(self.roles),
+            self.tenant,
+            self.via,
+            scopes=scopes,
+            amr=amr,
+            password_change_required=self.password_change_required,
         )
 
 

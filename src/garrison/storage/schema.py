@@ -36,6 +36,8 @@ users = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # Access tokens issued before this moment are dead (revoke-sessions, disable).
     sa.Column("tokens_valid_after", sa.Float, nullable=False, default=0.0),
+    # an administrator set the password (create, reset): it must be changed first (A15)
+    sa.Column("password_change_required", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 refresh_families = sa.Table(
@@ -51,6 +53,10 @@ refresh_families = sa.Table(
     # how the login behind the family was proven (RFC 8176 amr) and when (A14); NULL before 0006
     sa.Column("amr", sa.JSON, nullable=True),
     sa.Column("auth_time", sa.Float, nullable=True),
+    # the session's last login or refresh, and where it came from (A16; NULL before 0007)
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(400), nullable=True),
 )
 
 refresh_tokens = sa.Table(

@@ -20,8 +20,9 @@ from garrison.admission import Admission, Pipeline
 from garrison.admission.refusals import credential_of
 from garrison.audit.event import AuditEvent, AuditSink
 from garrison.clock import Clock
-from garrison.errors import ValidationError
+from garrison.errors import ConflictError, ValidationError
 from garrison.identity.apikeys import ApiKey, ApiKeyStore, parse_duration
+from garrison.identity.password_policy import temporary_password
 from garrison.identity.users import Revoked, User, UserStore, validate_tenant
 from garrison.keys.keyring import Keyring
 from garrison.policy import Resource
@@ -85,15 +86,25 @@ class AdminActions:
         email: str | None = None,
         roles: tuple[str, ...] = ("user",),
         tenant: str | None = None,
+        change_required: bool = True,
     ) -> User:
-        """A user in the actor's tenant, or (a platform admin) in the tenant it names."""
+        """A user in the actor's tenant, or (a platform admin) in the tenant it names. The
+        password is the administrator's choice: the user must change it at first login (A15),
+        unless the CLI's operator says it is the user's own (``change_required=False``)."""
         self._check_roles(roles)
         target = validate_tenant(tenant) if tenant else actor.tenant
         acting = target if actor.tenant is None else actor.tenant  # a platform admin names it
         resource = Resource(type="user", tenant=target, platform=target is None)
         await self.pipeline.authorize(actor, "admin.users.create", resource=resource, tenant=acting)
         user = await _run(
-            lambda: self.users.create(username, password, email=email, roles=roles, tenant=target)
+            lambda: self.users.create(
+                username,
+                password,
+                email=email,
+                roles=roles,
+                tenant=target,
+                change_required=change_required,
+            )
         )
         await self._audit(
             actor, "admin.user.create", tenant=target, user_id=user.id, username=user.username
@@ -145,6 +156,31 @@ class AdminActions:
             api_keys=revoked.api_keys,
         )
         return user, revoked
+
+    async def reset_password(self, actor: Admission, ref: str) -> tuple[User, str, int]:
+        """A random temporary password for the user, shown once to the administrator, which
+        must be changed at the next login (A15); every session and access token of the user
+        ends (API keys stay: they are not sessions). Returns the user, the password and the
+        number of sessions ended."""
+        user = await self._target(actor, "admin.users.reset_password", ref)
+        if user.password_hash is None:
+            raise ConflictError(
+                "the account signs in through an identity provider, without a password",
+                reasons=["no Garrison password to reset"],
+            )
+        policy = self.users.policy
+        temporary = temporary_password(policy, username=user.username, email=user.email)
+        ended = await _run(
+            lambda: self.users.set_password(user.id, temporary, change_required=True)
+        )
+        await self._audit(
+            actor,
+            "admin.user.reset_password",
+            tenant=user.tenant,
+            user_id=user.id,
+            ended_sessions=ended,
+        )
+        return user, temporary, ended
 
     async def export_user(self, actor: Admission, ref: str) -> tuple[User, dict[str, Any]]:
         """Everything Garrison holds about a user (V4); audited with counts, never content."""

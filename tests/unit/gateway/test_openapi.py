@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from garrison.gateway import openapi
 from garrison.gateway.asgi import app_routes
 from garrison.gateway.edge import content_security_policy
-from garrison.gateway.routes import admin, auth, decide, vault
+from garrison.gateway.routes import admin, auth, decide, self_service, vault
 
 METHODS = {"get", "put", "post", "delete", "patch"}
 
@@ -77,6 +77,7 @@ def test_request_bodies_are_the_routes_own_models(client: TestClient) -> None:
         auth.MfaVerifyBody,
         auth.MfaCodeBody,
         auth.MfaRemoveBody,
+        self_service.ChangePassword,
         admin.CreateUser,
         admin.PatchUser,
         admin.DeleteUser,

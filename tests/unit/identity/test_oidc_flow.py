@@ -173,7 +173,7 @@ def test_first_login_becomes_admin_and_the_second_user_does_not(env: Env) -> Non
 
 @pytest.mark.req("A11", "A1")
 def test_no_oidc_admin_when_an_operator_already_exists(env: Env) -> None:
-    env.services.users.create("operator", "a long operator password", roles=("admin",))
+    env.services.users.create("operator", "a long admin password", roles=("admin",))
     browser, _ = full_login(env)
     assert browser.request("GET", "/auth/me").json()["roles"] == ["user"]
 

@@ -96,6 +96,14 @@ async def revoke_sessions(request: Request) -> JSONResponse:
     )
 
 
+async def reset_password(request: Request) -> JSONResponse:
+    actor = await admit(request, "admin.users.reset_password")
+    _user, temporary, _ended = await services(request).admin.reset_password(
+        actor, request.path_params["user_id"]
+    )
+    return JSONResponse({"temporary_password": temporary}, headers={"Cache-Control": "no-store"})
+
+
 async def export_user(request: Request) -> JSONResponse:
     actor = await admit(request, "admin.users.export")
     _user, document = await services(request).admin.export_user(
@@ -154,6 +162,7 @@ def routes() -> list[BaseRoute]:
         Route("/admin/users/{user_id}", delete_user, methods=["DELETE"]),
         Route("/admin/users/{user_id}/export", export_user, methods=["GET"]),
         Route("/admin/users/{user_id}/revoke-sessions", revoke_sessions, methods=["POST"]),
+        Route("/admin/users/{user_id}/reset-password", reset_password, methods=["POST"]),
         Route("/admin/api-keys", list_api_keys, methods=["GET"]),
         Route("/admin/api-keys", create_api_key, methods=["POST"]),
         Route("/admin/api-keys/{key_id}", delete_api_key, methods=["DELETE"]),
