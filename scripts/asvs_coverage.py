@@ -197,11 +197,15 @@ def junit_outcomes(path: Path, nodes: Sequence[str]) -> dict[str, str]:
     """The outcome of each of ``nodes`` in a JUnit XML report (missing ones are left out)."""
     by_address: dict[tuple[str, str], str] = {}
     rank = {"passed": 0, "skipped": 1, "failed": 2}
-    for case in ET.parse(path).iter("testcase"):
+    for case in ET.parse(path).iter("testcase"):  # noqa: S314 - our own pytest run's report
         address = (case.get("classname", ""), case.get("name", ""))
         tags = {child.tag for child in case}
         outcome = (
-            "failed" if tags & {"failure", "error"} else "skipped" if "skipped" in tags else "passed"
+            "failed"
+            if tags & {"failure", "error"}
+            else "skipped"
+            if "skipped" in tags
+            else "passed"
         )
         if rank[outcome] >= rank[by_address.get(address, "passed")]:
             by_address[address] = outcome

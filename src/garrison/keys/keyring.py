@@ -123,7 +123,10 @@ class Keyring:
         loaded = self._loaded.get(row.kid)
         if loaded is None:
             key = algorithms.load_private(unseal(self.kek, row.private_key, row.kid.encode()))
-            loaded = (algorithms.verifier(key.public_key(), row.alg), algorithms.signer(key, row.alg))
+            loaded = (
+                algorithms.verifier(key.public_key(), row.alg),
+                algorithms.signer(key, row.alg),
+            )
             self._loaded[row.kid] = loaded
         return loaded
 

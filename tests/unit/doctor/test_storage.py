@@ -244,4 +244,6 @@ def test_rs256_fails_in_production_until_a_rotation_moves_the_live_key(
     assert "GARRISON_SIGNING_ALG=PS256; live signing key: PS256" in finding
     # outside production the legacy choice is a warning
     dev = DoctorContext(load(GARRISON_SIGNING_ALG="RS256"), storage_url=role_database.app_url)
-    assert run_ids(dev, "tokens.signing-algorithm")["tokens.signing-algorithm"].status is Status.WARN
+    assert (
+        run_ids(dev, "tokens.signing-algorithm")["tokens.signing-algorithm"].status is Status.WARN
+    )

@@ -256,7 +256,11 @@ def test_embedded_jwk_of_the_attackers_key_is_refused(
         "kid": keyring.current.kid,
         "jwk": algorithms.public_jwk(own, keyring.alg, "evil"),
     }
-    refused(codec, jws(header, claims(clock()), algorithms.signer(own, keyring.alg)), "header not allowed")
+    refused(
+        codec,
+        jws(header, claims(clock()), algorithms.signer(own, keyring.alg)),
+        "header not allowed",
+    )
 
 
 # -- claims --------------------------------------------------------------------------------------
