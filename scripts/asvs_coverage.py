@@ -209,11 +209,11 @@ def junit_outcomes(path: Path, nodes: Sequence[str]) -> dict[str, str]:
         )
         if rank[outcome] >= rank[by_address.get(address, "passed")]:
             by_address[address] = outcome
-    found = {}
+    found: dict[str, str] = {}
     for node in nodes:
-        outcome = by_address.get(junit_address(node))
-        if outcome is not None:
-            found[node] = outcome
+        seen = by_address.get(junit_address(node))
+        if seen is not None:
+            found[node] = seen
     return found
 
 
