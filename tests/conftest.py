@@ -120,7 +120,7 @@ def _known_requirement_ids() -> set[str] | None:
     return None
 
 
-_ASVS_ID = re.compile(r"^V(\d{1,2}\.\d{1,2}\.\d{1,2})$")
+_ASVS_ID = re.compile(r"^V?(\d{1,2}\.\d{1,2}\.\d{1,2})$")  # ``V6.5.1`` or ``6.5.1``
 
 
 def _known_asvs_ids() -> set[str] | None:
@@ -135,7 +135,7 @@ def _known_asvs_ids() -> set[str] | None:
 
 
 def _asvs_problems(item: pytest.Item, known: set[str] | None) -> list[str]:
-    """An ``@pytest.mark.asvs("V6.5.1")`` names a row of the ASVS checklist, spelled ``V<id>``."""
+    """An ``@pytest.mark.asvs("V6.5.1")`` (or ``"6.5.1"``) names a row of the ASVS checklist."""
     problems = []
     for asvs in (arg for mark in item.iter_markers("asvs") for arg in mark.args):
         found = _ASVS_ID.match(asvs) if isinstance(asvs, str) else None

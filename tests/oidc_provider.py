@@ -42,7 +42,7 @@ def s256(verifier: str) -> str:
 def sign_jwt(key: PrivateKey, header: dict[str, Any], claims: dict[str, Any]) -> str:
     head = b64url(json.dumps(header).encode())
     body = b64url(json.dumps(claims).encode())
-    return f"{head}.{body}.{b64url(signer(key)(f'{head}.{body}'.encode()))}"
+    return f"{head}.{body}.{b64url(signer(key, header.get('alg'))(f'{head}.{body}'.encode()))}"
 
 
 class TestProvider:

@@ -48,7 +48,12 @@ class Checkpoint:
             return False
         if not isinstance(public, algorithms.PublicKey):
             return False
-        return algorithms.verifier(public)(self.payload(), signature)
+        alg = jwk.get("alg")
+        try:
+            verify = algorithms.verifier(public, alg if isinstance(alg, str) else None)
+        except ValueError:  # an RSA JWK that names no RSA algorithm
+            return False
+        return verify(self.payload(), signature)
 
 
 def signed_payload(seq: int, hash_: str, created_at: float) -> bytes:

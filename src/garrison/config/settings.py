@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 Env = Literal["development", "production"]
-SigningAlg = Literal["RS256", "ES256", "EdDSA"]
+#: PS256 (RSA-3072) by default; RS256 (PKCS#1 v1.5, ASVS 5.0 Appendix C: disallowed) is opt-in legacy.
+SigningAlg = Literal["PS256", "ES256", "EdDSA", "RS256"]
 
 #: Settings that hold secrets: checked for strength in production, printed by `secrets generate`.
 SECRET_SETTINGS: tuple[str, ...] = (
@@ -127,7 +128,7 @@ class Settings(FrozenModel):
     session_absolute_ttl: int = Field(12 * 3600, alias="GARRISON_SESSION_ABSOLUTE_TTL", ge=300)
     # password policy (A15, ASVS 6.2.1): never below 8
     password_min_length: int = Field(8, alias="GARRISON_PASSWORD_MIN_LENGTH", ge=8, le=128)
-    signing_alg: SigningAlg = Field("RS256", alias="GARRISON_SIGNING_ALG")
+    signing_alg: SigningAlg = Field("PS256", alias="GARRISON_SIGNING_ALG")
     key_rotate_days: int = Field(90, alias="GARRISON_KEY_ROTATE_DAYS", ge=1)
     clock_skew: int = Field(30, alias="GARRISON_CLOCK_SKEW", ge=0, le=300)
     token_cache_size: int = Field(100_000, alias="GARRISON_TOKEN_CACHE_SIZE", ge=0)

@@ -72,6 +72,37 @@ def _keyring(ctx: DoctorContext) -> Keyring:
     )
 
 
+#: ASVS 5.0 Appendix C lists RSASSA-PKCS1-v1_5 as disallowed: a legacy opt-in, never a default.
+LEGACY_ALGS = frozenset({"RS256"})
+
+
+@checks.add(
+    "tokens.signing-algorithm",
+    "Tokens are signed with an approved algorithm",
+    seeds=("001", "002", "004"),
+    reqs=("A2",),
+    fix="set GARRISON_SIGNING_ALG=PS256 (or ES256, EdDSA) and run `garrison keys rotate`: tokens "
+    "of the RS256 key keep verifying until they expire",
+)
+def signing_algorithm(ctx: DoctorContext) -> Outcome:
+    """RS256 (configured, or still the live key) fails in production and warns elsewhere: it runs
+    (a deliberate legacy opt-in for a consumer that knows nothing else), but such a deployment does
+    not meet ASVS 11.6.1, and the fix is one overlapping rotation with no token broken."""
+    configured = ctx.settings.signing_alg
+    try:
+        live = {k.alg for k in _keyring(ctx).list() if k.status == "active"}
+    except Skip:  # no database here: the setting alone is judged
+        live = set()
+    legacy = sorted(({configured} | live) & LEGACY_ALGS)
+    if not legacy:
+        shown = ", ".join(sorted(live)) or "none yet"
+        return passed(f"GARRISON_SIGNING_ALG={configured}; live signing key: {shown}")
+    where = [f"GARRISON_SIGNING_ALG={configured}"] if configured in LEGACY_ALGS else []
+    where += [f"the live signing key is {a}" for a in sorted(live & LEGACY_ALGS)]
+    finding = f"{'; '.join(where)}: RSASSA-PKCS1-v1_5, disallowed by ASVS 5.0 (Appendix C)"
+    return failed(finding) if ctx.settings.production else warned(finding)
+
+
 @checks.add(
     "tokens.access-ttl",
     "Access tokens are short-lived",
@@ -142,7 +173,7 @@ def judge_jwks(response: httpx.Response) -> Outcome:
     seeds=("001", "002", "004"),
     reqs=("A2",),
     fix="set GARRISON_ISSUER to the public URL clients use, and keep GARRISON_SIGNING_ALG "
-    "asymmetric (RS256, ES256 or EdDSA)",
+    "asymmetric (PS256, ES256 or EdDSA)",
     live=True,
 )
 def discovery(ctx: DoctorContext) -> Outcome:

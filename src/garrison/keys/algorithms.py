@@ -1,4 +1,4 @@
-"""The three signing algorithms: key generation, JWK export, sign and verify on raw bytes.
+"""The signing algorithms: key generation, JWK export, sign and verify on raw bytes.
 
 Written on ``cryptography`` directly because this is the hot path (see DESIGN.md: a generic JOSE
 library costs 2-4x the bare signature check). Each function takes a key object already loaded once.
@@ -24,8 +24,15 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519Pri
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 Verifier = Callable[[bytes, bytes], bool]
 
-ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+#: PS256 (RSASSA-PSS, SHA-256, MGF1, 32-byte salt) is the default: ASVS 5.0 Appendix C approves it;
+#: RS256 (RSASSA-PKCS1-v1_5) is there as disallowed and stays only as an opt-in legacy choice.
+ALGORITHMS: tuple[str, ...] = ("PS256", "ES256", "EdDSA", "RS256")
+RSA_ALGS = frozenset({"PS256", "RS256"})
+#: The smallest RSA key verified (an external IdP's); Garrison's own are ``RSA_GENERATE_BITS``.
 RSA_BITS = 2048
+#: RSA-3072 gives 128-bit security (NIST SP 800-57); RSA-2048 only 112 (ASVS 11.2.3).
+RSA_GENERATE_BITS = 3072
+_PSS_SALT_BYTES = 32
 _P256_BYTES = 32
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_VALUE = {c: i for i, c in enumerate(_B64_ALPHABET)}
@@ -56,8 +63,8 @@ def _int_b64(n: int, length: int | None = None) -> str:
 
 
 def generate(alg: str) -> PrivateKey:
-    if alg == "RS256":
-        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    if alg in RSA_ALGS:
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_GENERATE_BITS)
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     if alg == "EdDSA":
@@ -100,10 +107,20 @@ def public_jwk(key: PrivateKey, alg: str, kid: str) -> dict[str, Any]:
     return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), **base}
 
 
-def signer(key: PrivateKey) -> Callable[[bytes], bytes]:
+def _rsa_padding(alg: str | None) -> padding.AsymmetricPadding:
+    """An RSA key signs one algorithm, named by its key row or JWK: there is no default."""
+    if alg == "PS256":
+        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=_PSS_SALT_BYTES)
+    if alg == "RS256":
+        return padding.PKCS1v15()
+    raise ValueError(f"an RSA key needs PS256 or RS256, not {alg!r}")
+
+
+def signer(key: PrivateKey, alg: str | None = None) -> Callable[[bytes], bytes]:
+    """Signs with ``key``; ``alg`` (PS256 or RS256) is required for an RSA key."""
     if isinstance(key, rsa.RSAPrivateKey):
-        rsa_key = key
-        return lambda data: rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        rsa_key, rsa_padding = key, _rsa_padding(alg)
+        return lambda data: rsa_key.sign(data, rsa_padding, hashes.SHA256())
     if isinstance(key, ec.EllipticCurvePrivateKey):
         ec_key = key
 
@@ -116,20 +133,21 @@ def signer(key: PrivateKey) -> Callable[[bytes], bytes]:
     return ed_key.sign
 
 
-def verifier(public: PublicKey) -> Verifier:
-    """A ``(signing_input, signature) -> bool`` bound to one key; never raises on bad input."""
+def verifier(public: PublicKey, alg: str | None = None) -> Verifier:
+    """A ``(signing_input, signature) -> bool`` bound to one key; never raises on bad input.
+    ``alg`` (PS256 or RS256) is required for an RSA key: one key verifies one algorithm."""
     if isinstance(public, rsa.RSAPublicKey):
         rsa_pub = public
-        pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+        rsa_padding, sha256 = _rsa_padding(alg), hashes.SHA256()
 
-        def verify_rs256(data: bytes, sig: bytes) -> bool:
+        def verify_rsa(data: bytes, sig: bytes) -> bool:
             try:
-                rsa_pub.verify(sig, data, pkcs1, sha256)
+                rsa_pub.verify(sig, data, rsa_padding, sha256)
             except (InvalidSignature, ValueError):
                 return False
             return True
 
-        return verify_rs256
+        return verify_rsa
     if isinstance(public, ec.EllipticCurvePublicKey):
         ec_pub = public
         ecdsa = ec.ECDSA(hashes.SHA256())

@@ -3,8 +3,9 @@ caller asks for it, ``oct`` for HS256.
 
 A key comes back as a ``KeyEntry``: ``(alg, verifier)``, the one algorithm the key may verify, so
 the decoder can refuse a token whose header names another (``garrison.tokens.jws``). The algorithm
-follows from the key type (RSA: RS256, EC: ES256, OKP: EdDSA, oct: HS256); a JWK whose ``alg``
-names another is not taken. Anything that is not a usable public signing key (an encryption key,
+follows from the key type (EC: ES256, OKP: EdDSA, oct: HS256; RSA: the JWK's ``alg``, PS256 or
+RS256, and RS256 when it names none, as IdPs publish them); a JWK whose ``alg`` names another is
+not taken. Anything that is not a usable public signing key (an encryption key,
 a private key, RSA under 2048 bits, another curve, a malformed member, non-canonical base64url) is
 ``None``, never an exception: one odd key in a provider's JWKS must not take the others down.
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from garrison.keys.algorithms import RSA_BITS, Verifier, b64decode_strict, verifier
+from garrison.keys.algorithms import RSA_ALGS, RSA_BITS, Verifier, b64decode_strict, verifier
 
 #: (the algorithm a key verifies, its verify function)
 KeyEntry = tuple[str, Verifier]
@@ -70,6 +71,8 @@ def jwk_verifier(jwk: Mapping[str, Any], *, symmetric: bool = False) -> KeyEntry
     alg = _KTY_ALG.get(kty) if isinstance(kty, str) else None
     if not isinstance(kty, str) or alg is None:
         return None
+    if kty == "RSA" and jwk.get("alg") in RSA_ALGS:
+        alg = jwk["alg"]
     if jwk.get("alg", alg) != alg or jwk.get("use", "sig") != "sig":
         return None
     ops = jwk.get("key_ops")
@@ -83,7 +86,7 @@ def jwk_verifier(jwk: Mapping[str, Any], *, symmetric: bool = False) -> KeyEntry
             return hs256_key(secret) if len(secret) >= MIN_HMAC_KEY_BYTES else None
         if "d" in jwk:  # a private key published by mistake is not trusted as a public one
             return None
-        return alg, verifier(_public_key(kty, jwk))
+        return alg, verifier(_public_key(kty, jwk), alg)
     except (ValueError, UnicodeError):  # binascii.Error is a ValueError
         return None
 

@@ -59,7 +59,7 @@ class Keyring:
         db: Database,
         kek: bytes,
         *,
-        alg: str = "RS256",
+        alg: str = "PS256",
         verify_window: float = 900.0,
         rotate_days: int = 90,
         refresh_interval: float = 1.0,
@@ -123,7 +123,10 @@ class Keyring:
         loaded = self._loaded.get(row.kid)
         if loaded is None:
             key = algorithms.load_private(unseal(self.kek, row.private_key, row.kid.encode()))
-            loaded = (algorithms.verifier(key.public_key()), algorithms.signer(key))
+            loaded = (
+                algorithms.verifier(key.public_key(), row.alg),
+                algorithms.signer(key, row.alg),
+            )
             self._loaded[row.kid] = loaded
         return loaded
 

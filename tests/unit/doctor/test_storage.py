@@ -212,3 +212,38 @@ def test_api_keys_that_never_expire_or_are_old_are_reported(
     db.dispose()
     assert check(1) == (Status.WARN, "1 never expire (forever)")
     assert check(100) == (Status.WARN, "1 never expire (forever); 1 older than 90 days (forever)")
+
+
+@pytest.mark.req("O4", "A2")
+@pytest.mark.asvs("11.6.1")
+def test_rs256_fails_in_production_until_a_rotation_moves_the_live_key(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    db = Database(role_database.admin_url)
+    keyring = Keyring(db, bytes(32), alg="RS256", clock=lambda: T0)
+    keyring.load()
+
+    def check(**env: str) -> tuple[Status, str]:
+        settings = load(**production_env(role_database.app_url + "?sslmode=require", **env))
+        ctx = DoctorContext(settings, storage_url=role_database.app_url, clock=lambda: T0)
+        found = run_ids(ctx, "tokens.signing-algorithm")["tokens.signing-algorithm"]
+        return found.status, found.finding
+
+    status, finding = check(GARRISON_SIGNING_ALG="RS256")
+    assert status is Status.FAIL
+    assert "GARRISON_SIGNING_ALG=RS256" in finding
+    assert "disallowed by ASVS 5.0" in finding
+    # the setting changed, the live key not yet: still a fail, naming the key
+    status, finding = check(GARRISON_SIGNING_ALG="PS256")
+    assert status is Status.FAIL
+    assert "the live signing key is RS256" in finding
+    Keyring(db, bytes(32), alg="PS256", clock=lambda: T0 + 1).rotate()
+    db.dispose()
+    status, finding = check()  # the default
+    assert status is Status.PASS, finding
+    assert "GARRISON_SIGNING_ALG=PS256; live signing key: PS256" in finding
+    # outside production the legacy choice is a warning
+    dev = DoctorContext(load(GARRISON_SIGNING_ALG="RS256"), storage_url=role_database.app_url)
+    assert (
+        run_ids(dev, "tokens.signing-algorithm")["tokens.signing-algorithm"].status is Status.WARN
+    )

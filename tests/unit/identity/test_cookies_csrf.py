@@ -252,3 +252,21 @@ def test_cookie_value_reads_one_cookie_from_a_raw_header() -> None:
     assert cookie_value(header, "b") is None
     assert cookie_value(None, SESSION) is None
     assert cookie_value("garbage", SESSION) is None
+
+
+@pytest.mark.req("A9", "A5")
+@pytest.mark.asvs("14.3.1")
+def test_cookie_logout_tells_the_browser_to_clear_site_data(
+    client: TestClient, make_user: MakeUser
+) -> None:
+    """ASVS 14.3.1: ending a browser session wipes what the browser keeps for Garrison's origin
+    (cookies, storage, cache); a Bearer logout leaves the browser's own session alone."""
+    make_user("alice")
+    browser = cookie_login(client)
+    response = browser.request("POST", "/auth/logout", headers=browser.csrf_headers())
+    assert response.status_code == 204
+    assert response.headers.get("clear-site-data") == '"cache", "cookies", "storage"'
+    token = login(client, "alice")["access_token"]
+    by_bearer = client.post("/auth/logout", headers=bearer(token))
+    assert by_bearer.status_code == 204
+    assert "clear-site-data" not in by_bearer.headers

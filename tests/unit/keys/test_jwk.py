@@ -21,6 +21,8 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 def _joserfc_key(alg: str) -> Any:
     if alg == "RS256":
         return RSAKey.generate_key(2048)
+    if alg == "PS256":
+        return RSAKey.generate_key(3072, {"alg": "PS256"})
     if alg == "ES256":
         return ECKey.generate_key("P-256")
     if alg == "EdDSA":
@@ -42,7 +44,7 @@ def _b64(text: str) -> bytes:
 
 
 @pytest.mark.req("A3", "A10", "A11")
-@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+@pytest.mark.parametrize("alg", ["PS256", "RS256", "ES256", "EdDSA"])
 def test_public_jwks_from_joserfc_verify_joserfc_signatures(alg: str) -> None:
     key = _joserfc_key(alg)
     entry = jwk_verifier(key.as_dict(private=False))
@@ -128,3 +130,24 @@ def test_a_jwks_document_yields_its_public_signing_keys_only() -> None:
     assert named["r1"][1](data, signature)
     assert jwks_keys({"keys": "nope"}) == ({}, [])
     assert jwks_keys(["keys"]) == ({}, [])
+
+
+@pytest.mark.req("A2", "A3")
+@pytest.mark.asvs("9.1.2", "11.6.1")
+def test_an_rsa_jwk_verifies_only_the_padding_its_alg_names() -> None:
+    """PS256 and RS256 share a key type: a JWK naming PS256 refuses a PKCS#1 v1.5 signature of the
+    same key (and the converse), so a header cannot move a PS256 key back to RS256."""
+    key = RSAKey.generate_key(3072)
+    public = key.as_dict(private=False)
+    ps = jwk_verifier({**public, "alg": "PS256"})
+    rs = jwk_verifier(public)  # no alg: RS256, as IdPs publish RSA keys
+    assert ps is not None
+    assert rs is not None
+    assert (ps[0], rs[0]) == ("PS256", "RS256")
+    ps_data, ps_sig = _signed(key, "PS256")
+    rs_data, rs_sig = _signed(key, "RS256")
+    assert ps[1](ps_data, ps_sig)
+    assert rs[1](rs_data, rs_sig)
+    assert not ps[1](rs_data, rs_sig)
+    assert not rs[1](ps_data, ps_sig)
+    assert jwk_verifier({**public, "alg": "PS384"}) is None

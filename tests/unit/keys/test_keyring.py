@@ -3,6 +3,8 @@ rotation, private keys sealed at rest, replicas sharing one database, rotate-by 
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -268,3 +270,44 @@ def _header_kid(token: str) -> str:
     head = token.split(".", maxsplit=1)[0]
     kid: str = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
     return kid
+
+
+@pytest.mark.req("A2", "A6")
+@pytest.mark.asvs("11.2.2", "11.2.3", "11.6.1")
+def test_the_default_key_is_ps256_on_rsa_3072(db: Database, clock: FakeClock) -> None:
+    keyring = Keyring(db, bytes(range(32)), clock=clock)
+    keyring.load()
+    jwk = keyring.jwks()["keys"][0]
+    assert (keyring.current.alg, jwk["alg"], jwk["kty"]) == ("PS256", "PS256", "RSA")
+    modulus = jwk["n"] + "=" * (-len(jwk["n"]) % 4)
+    assert len(base64.urlsafe_b64decode(modulus)) * 8 == 3072  # 128-bit security, not 112
+
+
+@pytest.mark.req("A2", "A6")
+@pytest.mark.asvs("11.2.2", "11.6.1")
+@pytest.mark.parametrize("new_alg", ["PS256", "ES256"])
+def test_a_legacy_rs256_deployment_moves_to_an_approved_alg_at_rotation(
+    db: Database, clock: FakeClock, new_alg: str
+) -> None:
+    """GARRISON_SIGNING_ALG changed from RS256: a restart keeps signing with the live RS256 key (no
+    token breaks), the next `garrison keys rotate` makes a key of the configured algorithm, and
+    the RS256 tokens verify until they expire, not after."""
+    legacy = make_keyring(db, clock, "RS256")
+    old_token, body = make_codec(legacy, clock, cache_size=0).issue({"sub": "u1"})
+    restarted = make_keyring(db, clock, new_alg)  # the same database, the new setting
+    assert restarted.current.alg == "RS256"
+    clock.advance(10)
+    restarted.rotate()
+    assert restarted.current.alg == new_alg
+    codec = make_codec(restarted, clock, cache_size=0)
+    new_token, _ = codec.issue({"sub": "u1"})
+    assert json.loads(base64.urlsafe_b64decode(new_token.split(".")[0] + "==="))["alg"] == new_alg
+    assert [k["alg"] for k in restarted.jwks()["keys"]] == [new_alg, "RS256"]
+    assert codec.verify(old_token)["sub"] == "u1"
+    assert codec.verify(new_token)["sub"] == "u1"
+    clock.now = body["exp"] + SKEW
+    with pytest.raises(TokenError, match="expired"):
+        codec.verify(old_token)
+    clock.now = 10 + body["iat"] + TTL + SKEW + 1
+    restarted.load()
+    assert [k["alg"] for k in restarted.jwks()["keys"]] == [new_alg]

@@ -185,7 +185,7 @@ def _gotrue(svc: Services) -> Use:
 
 def _corp(svc: Services, corp: TestProvider) -> Use:
     return Use(
-        "jwks-idp", "keyset", "RS256", corp.kid, algorithms.signer(corp.key),
+        "jwks-idp", "keyset", "RS256", corp.kid, algorithms.signer(corp.key, "RS256"),
         corp.url, "api://garrison", corp.jwks()["keys"][0], _external(svc, corp.url),
     )  # fmt: skip
 
@@ -195,7 +195,7 @@ def _oidc(svc: Services, provider: TestProvider) -> Use:
         return svc.oidc.verify_id_token("test", token, NONCE)
 
     return Use(
-        "oidc", "keyset", "RS256", provider.kid, algorithms.signer(provider.key),
+        "oidc", "keyset", "RS256", provider.kid, algorithms.signer(provider.key, "RS256"),
         provider.url, CLIENT_ID, provider.jwks()["keys"][0], check,
         extra={"azp": CLIENT_ID},  # OIDC's own rule: an audience list needs azp = client_id
     )  # fmt: skip
@@ -227,7 +227,7 @@ def _attacker(u: Use) -> Callable[[bytes], bytes]:
     """A key of the use's algorithm that the use does not know."""
     if u.alg == "HS256":
         return _hs256("an-attacker-secret-that-is-also-long-enough-to-pass")
-    return algorithms.signer(_ATTACKER_EC if u.alg == "ES256" else _ATTACKER_RSA)
+    return algorithms.signer(_ATTACKER_EC if u.alg == "ES256" else _ATTACKER_RSA, "RS256")
 
 
 def _other_family(u: Use) -> str:
@@ -332,7 +332,8 @@ CASES: dict[str, Case] = {
     "alg-missing": Case(lambda u: u.token({k: v for k, v in u.header().items() if k != "alg"}), NOT_ALLOWED, oracle=True),
     "alg-list": Case(_header(alg=["RS256"]), NOT_ALLOWED),
     "alg-HS512": Case(_header(alg="HS512"), NOT_ALLOWED, oracle=True),
-    "alg-PS256": Case(_header(alg="PS256"), NOT_ALLOWED, oracle=True),
+    # PS256 is allowed (the default of Garrison's own keys), but never on a key of another algorithm
+    "alg-PS256": Case(_header(alg="PS256"), "algorithm does not match the key", shared=NOT_ALLOWED, oracle=True),
     "hs-rs-confusion": Case(_other_family, NOT_ALLOWED, oracle=True),
     "alg-swapped-for-the-key": Case(_swapped_alg, "algorithm does not match the key", shared=NOT_ALLOWED, oracle=True),
     # keys

@@ -173,7 +173,7 @@ def test_rs256_and_es256_cannot_be_swapped(db: Database, clock: FakeClock) -> No
 def test_attacker_key_under_our_kid_is_refused(
     codec: TokenCodec, keyring: Keyring, clock: FakeClock
 ) -> None:
-    own = algorithms.signer(algorithms.generate(keyring.alg))
+    own = algorithms.signer(algorithms.generate(keyring.alg), keyring.alg)
     header = {"alg": keyring.alg, "kid": keyring.current.kid}
     refused(codec, jws(header, claims(clock()), own), "bad signature")
 
@@ -256,7 +256,11 @@ def test_embedded_jwk_of_the_attackers_key_is_refused(
         "kid": keyring.current.kid,
         "jwk": algorithms.public_jwk(own, keyring.alg, "evil"),
     }
-    refused(codec, jws(header, claims(clock()), algorithms.signer(own)), "header not allowed")
+    refused(
+        codec,
+        jws(header, claims(clock()), algorithms.signer(own, keyring.alg)),
+        "header not allowed",
+    )
 
 
 # -- claims --------------------------------------------------------------------------------------

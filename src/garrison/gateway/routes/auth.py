@@ -149,7 +149,8 @@ async def logout(request: Request) -> Response:
         svc.auth.logout, who.session_id, body.refresh_token, who.sub, client(request)
     )
     if by_cookie(request):  # a Bearer logout leaves the browser's own session alone
-        return with_cookies(Response(status_code=204), SessionCookies.clear())
+        wipe = {"Clear-Site-Data": '"cache", "cookies", "storage"'}  # ASVS 14.3.1
+        return with_cookies(Response(status_code=204, headers=wipe), SessionCookies.clear())
     return Response(status_code=204)
 
 
