@@ -68,7 +68,11 @@ def test_root_redirects_to_the_sign_in_page_with_username_and_password(
     assert '<label for="password"' in page.text
     assert "<script" not in page.text
     assert "style=" not in page.text
-    assert "content-security-policy" in page.headers
+    csp = page.headers["content-security-policy"]  # the default one, unchanged (E1)
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    # a form post from these pages names our origin (no-referrer would make it Origin: null)
+    assert page.headers["referrer-policy"] == "same-origin"
     css = browser.get("/console/static/console.css")
     assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")

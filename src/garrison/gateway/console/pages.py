@@ -46,6 +46,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 _HERE = Path(__file__).parent
 _STYLESHEET = (_HERE / "static" / "console.css").read_bytes()
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: The console's pages only: with the default ``no-referrer`` a browser posts their forms with
+#: ``Origin: null``, which the pipeline (rightly) refuses as not our own site; ``same-origin``
+#: names the real origin to ourselves and still sends nothing to any other.
+_PAGE_HEADERS = {**_NO_STORE, "Referrer-Policy": "same-origin"}
 SIGN_IN = "/console"
 HOME = "/console/users"
 EMERGENCY_WORD = "EMERGENCY"
@@ -96,7 +100,7 @@ def render(
         **context,
     }
     html = _env.get_template(template).render(**values)
-    return HTMLResponse(html, status_code=status, headers={**_NO_STORE, **(headers or {})})
+    return HTMLResponse(html, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
 
 
 def _back(request: Request) -> str:
