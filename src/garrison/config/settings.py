@@ -84,6 +84,8 @@ RESERVED_PATHS: tuple[str, ...] = (
     "/verify",
     "/v1/decide",
     "/v1/secrets",
+    "/console",
+    "/",  # exactly the root (the redirect to the console); refuses only ``prefix = "/"``
 )
 
 
