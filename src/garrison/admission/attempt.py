@@ -20,6 +20,9 @@ class BrowserFacts:
     origin: str | None  # Origin
     sec_fetch_site: str | None  # Sec-Fetch-Site
     own_origins: tuple[str, ...]  # the origins that count as this site's own
+    #: the ``csrf_token`` field of a console form post (``application/x-www-form-urlencoded`` to
+    #: ``/console/*`` only): the same evidence as the header, for a page without JavaScript
+    csrf_form: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,7 +279,8 @@ class Pipeline:
                 if v is not None
             }
             check_own_site(headers, facts.own_origins)
-            self.cookies.check_csrf(who.session_id, facts.csrf_header, facts.csrf_cookie)
+            presented = facts.csrf_header if facts.csrf_header is not None else facts.csrf_form
+            self.cookies.check_csrf(who.session_id, presented, facts.csrf_cookie)
         except ForbiddenError as exc:
             self.metrics.policy_deny(exc.reasons[0] if exc.reasons else exc.detail)
             await self.refusals.record(

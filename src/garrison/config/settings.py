@@ -85,6 +85,10 @@ RESERVED_PATHS: tuple[str, ...] = (
     "/verify",
     "/v1/decide",
     "/v1/secrets",
+    "/openapi.json",
+    "/docs",
+    "/console",
+    "/",  # exactly the root (the redirect to the console); refuses only ``prefix = "/"``
 )
 
 

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from garrison.app import Services
 from garrison.audit.writer import AuditWriter
 from garrison.errors import GarrisonError, UnavailableError
+from garrison.gateway import console
 from garrison.gateway.problem import problem_body, problem_response, simple_problem
 from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.routes import admin, auth, health, wellknown
@@ -84,6 +85,7 @@ def app_routes() -> list[BaseRoute]:
         *decide_routes.routes(),
         *vault_routes.routes(),
         *docs_routes.routes(),
+        *console.routes(),
     ]
 
 

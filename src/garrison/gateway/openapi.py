@@ -29,6 +29,15 @@ from garrison.gateway.routes import admin, auth, decide, self_service, vault
 
 #: The framework-free routes (``Front.fast_routes``): not in the Starlette table.
 FAST_ROUTES = ("/verify",)
+#: Browser pages, not API: the console (``/`` redirects there) is HTML for people, described by
+#: its own pages; everything else Garrison serves is in this description.
+BROWSER_PAGES = ("/console",)
+
+
+def is_browser_page(path: str) -> bool:
+    return path == "/" or any(path == p or path.startswith(p + "/") for p in BROWSER_PAGES)
+
+
 PROBLEM = "application/problem+json"
 _REF = "#/components/schemas/{model}"
 

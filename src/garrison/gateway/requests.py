@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -14,7 +15,7 @@ from garrison.admission import Admission, Attempt, BrowserFacts
 from garrison.app import Services
 from garrison.errors import BadRequestError, ValidationError
 from garrison.gateway.gate import origin_of
-from garrison.identity.cookies import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
+from garrison.identity.cookies import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE
 from garrison.identity.service import Client
 from garrison.policy import Resource
 
@@ -68,8 +69,44 @@ def client(request: Request) -> Client:
     )
 
 
-def attempt(request: Request) -> Attempt:
-    """The facts of a request to one of Garrison's own endpoints, for the admission pipeline."""
+#: A console page posts plain HTML forms; the CSRF token travels as this hidden field.
+FORM_TYPE = "application/x-www-form-urlencoded"
+CSRF_FIELD = "csrf_token"
+CONSOLE_PREFIX = "/console/"
+_MAX_FIELDS = 64
+
+
+def is_form(request: Request) -> bool:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return ctype == FORM_TYPE
+
+
+async def form_fields(request: Request) -> dict[str, list[str]]:
+    """The fields of an ``application/x-www-form-urlencoded`` body (empty for any other type);
+    the body is read once and cached by Starlette, so the pipeline and the page share it."""
+    if not is_form(request):
+        return {}
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+        return parse_qs(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequestError("the form is not valid UTF-8 form data") from None
+
+
+async def console_form_csrf(request: Request) -> str | None:
+    """The ``csrf_token`` field of a console form post, read only for an
+    ``application/x-www-form-urlencoded`` state change under ``/console/``: everywhere else (the
+    JSON API, the proxy) the header is the only evidence. The pipeline still decides (A9)."""
+    if request.method in SAFE_METHODS or not request.url.path.startswith(CONSOLE_PREFIX):
+        return None
+    values = (await form_fields(request)).get(CSRF_FIELD)
+    return values[0] if values is not None and len(values) == 1 else None
+
+
+def attempt(request: Request, *, csrf_form: str | None = None) -> Attempt:
+    """The facts of a request to one of Garrison's own endpoints, for the admission pipeline.
+    ``csrf_form``: the console form's CSRF field (``console_form_csrf``)."""
     authorization = request.headers.get("authorization")
     session = browser = None
     if authorization is None:
@@ -84,6 +121,7 @@ def attempt(request: Request) -> Attempt:
                 origin=request.headers.get("origin"),
                 sec_fetch_site=request.headers.get("sec-fetch-site"),
                 own_origins=(f"{request.url.scheme}://{host}", origin_of(issuer)),
+                csrf_form=csrf_form,
             )
     return Attempt(
         method=request.method,
@@ -123,8 +161,9 @@ async def admit(
 ) -> Admission:
     """Admit a request to one of Garrison's own endpoints as the registered ``action``: the same
     pipeline, policy and refusal records as ``/verify`` and the proxy (Z2, Z3)."""
+    csrf_form = await console_form_csrf(request)
     admission = await services(request).admission.admit(
-        attempt(request),
+        attempt(request, csrf_form=csrf_form),
         action=action,
         resource=resource,
         params=params,

@@ -24,7 +24,7 @@ from garrison.errors import ConflictError, ValidationError
 from garrison.identity.apikeys import ApiKey, ApiKeyStore, parse_duration
 from garrison.identity.password_policy import temporary_password
 from garrison.identity.users import Revoked, User, UserStore, validate_tenant
-from garrison.keys.keyring import Keyring
+from garrison.keys.keyring import KeyInfo, Keyring
 from garrison.policy import Resource
 from garrison.privacy import ErasureReport, erase_user, export_user
 from garrison.storage.bus import InvalidationBus
@@ -259,6 +259,11 @@ class AdminActions:
         await self._audit(actor, "admin.keys.rotate", kid=kid, emergency=emergency)
         keys = await _run(self.key_list)
         return Rotation(kid, emergency, keys)
+
+    async def list_keys(self, actor: Admission) -> list[KeyInfo]:
+        """The signing keys with their status and dates (the console's page; A6)."""
+        await self._allowed(actor, "admin.keys.list")
+        return await _run(self.keyring.list)
 
     def key_list(self) -> list[dict[str, Any]]:
         return [

@@ -26,6 +26,8 @@ def served() -> set[tuple[str, str]]:
     pairs = set()
     for route in app_routes():
         assert isinstance(route, Route), route
+        if openapi.is_browser_page(route.path):
+            continue  # the console's HTML pages: not API
         for method in route.methods or {"GET"}:
             if method != "HEAD":  # Starlette answers HEAD for every GET route
                 pairs.add((method, route.path))
