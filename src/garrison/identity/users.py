@@ -15,6 +15,7 @@ from garrison.identity.passwords import hash_password
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
 from garrison.storage.schema import api_keys, refresh_families, users
+from garrison.text import check_text, control_character
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,149}$")
 ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -31,7 +32,7 @@ class Revoked:
 
 def _checked_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
     for role in roles:
-        if not ROLE_RE.fullmatch(role):
+        if not ROLE_RE.fullmatch(check_text("role", role)):
             raise ValidationError(f"role {role!r}: lower-case letters, digits and '_' only")
     return roles
 
@@ -81,10 +82,20 @@ def normalise_username(username: str) -> str:
     return username.strip().lower()
 
 
+def validate_email(email: str) -> str:
+    """An email address as Garrison stores it: at most 320 characters, no control character or
+    white space, a non-empty local part and domain around the last ``@``; else 422."""
+    local, _, domain = check_text("email", email, max_length=320).rpartition("@")
+    if not local or not domain or any(c.isspace() for c in email):
+        raise ValidationError("email: not an email address", reasons=["email: not an address"])
+    return email
+
+
 def validate_tenant(tenant: str | None) -> str | None:
     if tenant is None or tenant == "":
         return None
-    if not TENANT_RE.fullmatch(tenant):  # ``$`` alone would let a trailing newline through
+    # fullmatch: ``$`` alone would let a trailing newline through
+    if not TENANT_RE.fullmatch(check_text("tenant", tenant)):
         raise ValidationError("tenant: letters, digits, '.', '_' and '-' only (at most 100)")
     return tenant
 
@@ -105,13 +116,15 @@ class UserStore:
         tenant: str | None = None,
         external_subject: str | None = None,
     ) -> User:
-        name = normalise_username(username)
-        if not USERNAME_RE.match(name):
+        name = normalise_username(check_text("username", username))
+        if not USERNAME_RE.fullmatch(name):
             raise ValidationError(
                 "username: 1-150 characters of a-z, 0-9, '.', '_', '@' or '-', starting alphanumeric"
             )
-        if email is not None and "@" not in email:
-            raise ValidationError("email: not an email address")
+        if email is not None:
+            validate_email(email)
+        if external_subject is not None:
+            check_text("external subject", external_subject, max_length=400)
         _checked_roles(roles)
         tenant = validate_tenant(tenant)
         pw_hash = hash_password(password) if password is not None else None
@@ -139,22 +152,25 @@ class UserStore:
         return self.get(user_id)
 
     def get(self, user_id: str) -> User:
-        user = None if "\x00" in user_id else self._one(users.c.id == user_id)  # NUL: see find
+        user = None if control_character(user_id) else self._one(users.c.id == user_id)
         if user is None:
             raise NotFoundError("no such user")
         return user
 
     def find(self, username: str) -> User | None:
-        if "\x00" in username:  # PostgreSQL refuses NUL in text: no such user, not a 500
+        name = normalise_username(username)
+        if control_character(name):  # no user has such a name (PostgreSQL refuses NUL: a 500)
             return None
-        return self._one(users.c.username == normalise_username(username))
+        return self._one(users.c.username == name)
 
     def find_external(self, subject: str) -> User | None:
+        if control_character(subject):
+            return None
         return self._one(users.c.external_subject == subject)
 
     def resolve(self, ref: str) -> User:
         """A user by id or username (CLI convenience)."""
-        user = None if "\x00" in ref else self._one(users.c.id == ref) or self.find(ref)
+        user = None if control_character(ref) else self._one(users.c.id == ref) or self.find(ref)
         if user is None:
             raise NotFoundError(f"no user {ref!r}")
         return user

@@ -18,7 +18,8 @@ A token is accepted only when it is:
   finite JSON numbers within the interoperable range (|x| <= 2**53, RFC 7493 2.2; ``1e999`` parses to
   infinity, a token that never expires), ``iss`` and ``aud`` equal to the policy's (``aud`` may be
   a list holding it), each of the policy's ``required`` claims a non-empty string, all with the
-  policy's leeway.
+  policy's leeway; and no top-level claim (its name, its string value or a string of its list)
+  holding a control character (``garrison.text``, E7: ``sub`` and ``email`` reach user rows).
 
 Per caller: Garrison's own tokens (``own_policy``) allow the asymmetric algorithms only and need a
 ``kid``, ``sub`` and ``jti``; an external IdP configured with a shared secret (``shared_secret_policy``)
@@ -37,6 +38,7 @@ from typing import Any, TypeGuard
 from garrison.errors import AuthenticationError
 from garrison.keys.algorithms import ALGORITHMS, b64decode_strict
 from garrison.keys.jwk import HS256, KeyEntry
+from garrison.text import control_character
 
 MAX_TOKEN_BYTES = 8192
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "x5c", "jwk", "crit", "x5t", "x5t#S256"})
@@ -176,6 +178,18 @@ def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> None:
         value = claims.get(name)
         if not isinstance(value, str) or not value:
             raise TokenError(f"token lacks {' or '.join(policy.required)}")
+    for name, value in claims.items():
+        _check_claim_text(name, value)
+
+
+def _check_claim_text(name: str, value: Any) -> None:
+    """A top-level claim (or a string of a list claim) holding a control character (E7,
+    ``garrison.text``) is refused: ``sub``, ``email`` and the rest reach user rows and logs."""
+    texts = (value,) if isinstance(value, str) else value if isinstance(value, list) else ()
+    for text in (name, *texts):
+        bad = control_character(text) if isinstance(text, str) else None
+        if bad is not None:
+            raise TokenError(f"token claim {name[:64]!r}: control character {bad}")
 
 
 # -- the decoder -------------------------------------------------------------------------------
