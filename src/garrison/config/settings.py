@@ -91,6 +91,12 @@ class RouteDef(_Frozen):
     #: otherwise a path that matches only so is refused (``gateway.paths``)
     case_insensitive: bool = False
 
+    @field_validator("methods")
+    @classmethod
+    def _upper_case_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        """Requests are matched by their upper-case method: ``get`` would never match."""
+        return tuple(m.upper() for m in methods)
+
 
 class RateLimitDef(_Frozen):
     """A route group's limit: ``rate_limit_per_window`` hits per ``rate_limit_window_sec``."""
