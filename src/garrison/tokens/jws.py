@@ -22,7 +22,8 @@ A token is accepted only when it is:
   holding a control character (``garrison.text``, E7: ``sub`` and ``email`` reach user rows).
 
 Per caller: Garrison's own tokens (``own_policy``) allow the asymmetric algorithms only and need a
-``kid``, ``sub`` and ``jti``; an external IdP configured with a shared secret (``shared_secret_policy``)
+``kid``, ``sub`` and ``jti``, and an ES256 signature in its low-S spelling (Garrison signs low S, so
+each token has one spelling; the high-S twin of a valid signature is refused); an external IdP configured with a shared secret (``shared_secret_policy``)
 allows HS256 and nothing else; a JWKS IdP and OIDC id_tokens (``keyset_policy``) the asymmetric
 algorithms. HS256 never shares an allow-list with another algorithm, so no key can be fed an HMAC
 token keyed with its own public half.
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from garrison.errors import AuthenticationError
-from garrison.keys.algorithms import ALGORITHMS, b64decode_strict
+from garrison.keys.algorithms import ALGORITHMS, b64decode_strict, es256_high_s
 from garrison.keys.jwk import HS256, KeyEntry
 from garrison.text import control_character
 
@@ -132,6 +133,9 @@ class Policy:
     require_kid: bool = False
     #: claims that must be non-empty strings
     required: tuple[str, ...] = ("sub",)
+    #: refuse an ES256 signature with a high S (the second spelling of a valid one): for tokens
+    #: Garrison signs itself, always low S; other signers emit either (RFC 7518 allows both)
+    low_s_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.algorithms or not self.algorithms <= ASYMMETRIC_ALGS | {HS256}:
@@ -146,7 +150,7 @@ class Policy:
 
 def own_policy(issuer: str, audience: str, leeway: float) -> Policy:
     """Garrison's own access tokens: asymmetric only (never HS256), a ``kid``, ``sub`` and ``jti``."""
-    return Policy(ASYMMETRIC_ALGS, issuer, audience, leeway, True, ("sub", "jti"))
+    return Policy(ASYMMETRIC_ALGS, issuer, audience, leeway, True, ("sub", "jti"), low_s_only=True)
 
 
 def shared_secret_policy(issuer: str, audience: str, leeway: float) -> Policy:
@@ -218,6 +222,8 @@ class JwsDecoder:
         key_alg, verify = entry
         if key_alg != alg:
             raise TokenError("algorithm does not match the key")
+        if alg == "ES256" and self.policy.low_s_only and es256_high_s(signature):
+            raise TokenError("non-canonical signature (high S)")
         if not verify(f"{head_b64}.{body_b64}".encode("ascii"), signature):
             raise TokenError("bad signature")
         claims = json_object(body_b64)
