@@ -40,6 +40,7 @@ def replicas(tmp_path: Path) -> Iterator[tuple[list[LiveServer], str]]:
         REDIS_URL=REDIS_URL,
         USE_REDIS_LIMITER="true",
         GARRISON_REDIS_PREFIX=prefix,
+        GARRISON_ISSUER="http://garrison.test",  # replicas share one public address and issuer
     )
     create_user(env, "sam", "--role", "support")
     servers = [LiveServer(env), LiveServer(env)]

@@ -35,6 +35,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[LiveServer]]]
         REDIS_URL="redis://127.0.0.1:6379/0",
         GARRISON_REDIS_PREFIX=redis_prefix(),
         GARRISON_USER_CACHE_TTL="300",  # only pub/sub can make the replicas notice in time
+        GARRISON_ISSUER="http://garrison.test",  # replicas share one public address and issuer
     )
     for name, roles in (("alice", ["user"]), ("root", ["admin"])):
         args = ["users", "create", "--username", name, "--password-stdin", "--no-password-change"]

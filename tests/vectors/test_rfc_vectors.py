@@ -233,6 +233,10 @@ def test_joserfc_tokens_signed_with_a_published_key_verify_in_garrison(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         token = jwt.encode(header, claims, key, algorithms=[keyring.alg])
+    if keyring.alg == "ES256":  # joserfc emits either S; Garrison's own tokens carry the low one
+        token, high = _es256_spellings(token)
+        with pytest.raises(TokenError, match="high S"):
+            codec.verify(high)
     assert codec.verify(token) == claims
     # joserfc's own tokens get no pass on the checks: a wrong audience is still refused
     with warnings.catch_warnings():
@@ -240,6 +244,16 @@ def test_joserfc_tokens_signed_with_a_published_key_verify_in_garrison(
         bad = jwt.encode(header, {**claims, "aud": "other"}, key, algorithms=[keyring.alg])
     with pytest.raises(TokenError, match="wrong audience"):
         codec.verify(bad)
+
+
+def _es256_spellings(token: str) -> tuple[str, str]:
+    """(low-S, high-S) spellings of one ES256 token's signature."""
+    signing_input, sig_b64 = token.rsplit(".", 1)
+    sig = _b64(sig_b64)
+    s = int.from_bytes(sig[32:], "big")
+    low, high = sorted((s, algorithms.P256_ORDER - s))
+    spell = [f"{signing_input}.{b64url(sig[:32] + v.to_bytes(32, 'big'))}" for v in (low, high)]
+    return spell[0], spell[1]
 
 
 @pytest.mark.req("A6")

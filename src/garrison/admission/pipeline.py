@@ -36,7 +36,7 @@ from garrison.identity.authn import NO_CREDENTIALS, Authenticator
 from garrison.identity.cookies import SAFE_METHODS, SessionCookies, check_own_site
 from garrison.observability.metrics import Metrics
 from garrison.policy import Authorizer, Decision, Resource
-from garrison.policy.model import RequestFacts
+from garrison.policy.model import RequestFacts, RouteMatch
 from garrison.principal import Principal
 from garrison.ratelimit.guard import Plan, RateGuard
 from garrison.storage.bus import InvalidationBus
@@ -106,6 +106,7 @@ class Pipeline:
         params: Mapping[str, Any] | None = None,
         cache_key: Hashable | None = None,
         tenant_optional: bool = False,
+        matched: RouteMatch | None = None,
     ) -> Admission:
         """Every check for one request; raises the ``GarrisonError`` that answers it otherwise.
 
@@ -113,13 +114,14 @@ class Pipeline:
         are the edge's); without it, the action of the route the path matches, whose limits are
         spent here. With ``cache_key`` a successful JWT admission is remembered for
         ``admit_cached``. ``tenant_optional``: an endpoint that never needs ``X-Tenant-ID``
-        (logout: T2).
+        (logout: T2). ``matched``: the registry's match the caller already made for the path (the
+        proxy forwards to that route's upstream, so the action decided must be that route's).
         """
         generation = self._generation
         route = group = None
         routed = action is None
         if action is None:
-            match = self.authorizer.match_route(attempt.method, attempt.path)
+            match = matched or self.authorizer.match_route(attempt.method, attempt.path)
             action = match.action if match is not None else f"{attempt.method} {attempt.path}"
             route = match.route if match is not None else None
             group = route.rate_limit_group if route is not None else None

@@ -19,6 +19,7 @@ from garrison.cli import policy as policy_cmd
 from garrison.cli import privacy as privacy_cmd
 from garrison.cli import secrets as secrets_cmd
 from garrison.cli import serve as serve_cmd
+from garrison.cli import sessions as sessions_cmd
 from garrison.cli import users as users_cmd
 from garrison.cli import vault as vault_cmd
 from garrison.cli.context import CliState
@@ -61,6 +62,7 @@ app.add_typer(db_cmd.app, name="db")
 db_cmd.app.command("roles")(dbroles_cmd.roles)
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(sessions_cmd.app, name="sessions")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(vault_cmd.app, name="vault")
 app.command("doctor")(doctor_cmd.doctor_cmd)

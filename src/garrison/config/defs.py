@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class FrozenModel(BaseModel):
@@ -59,6 +59,12 @@ class RouteDef(FrozenModel):
     #: match the prefix ignoring letter case, for a backend that does (``/API/x`` is ``/api/x``);
     #: otherwise a path that matches only so is refused (``gateway.paths``)
     case_insensitive: bool = False
+
+    @field_validator("methods")
+    @classmethod
+    def _upper_case_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        """Requests are matched by their upper-case method: ``get`` would never match."""
+        return tuple(m.upper() for m in methods)
 
 
 class RateLimitDef(FrozenModel):

@@ -47,6 +47,16 @@ class DoctorContext:
     unreachable: str | None = field(default=None, repr=False)
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
 
+    @property
+    def issuer(self) -> str:
+        """The issuer the deployment should name: ``GARRISON_ISSUER``; in development without
+        it, the origin of ``--url`` (``garrison serve`` then issues under the address it serves)."""
+        configured = self.settings.production or "issuer" in self.settings.model_fields_set
+        if configured or not self.base_url:
+            return self.settings.issuer
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
     # -- storage -------------------------------------------------------------------------------
     @property
     def database_url(self) -> str:

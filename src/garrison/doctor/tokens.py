@@ -178,7 +178,7 @@ def judge_jwks(response: httpx.Response) -> Outcome:
 )
 def discovery(ctx: DoctorContext) -> Outcome:
     response = probe.get(ctx, "/.well-known/openid-configuration")
-    return judge_discovery(response, ctx.settings.issuer)
+    return judge_discovery(response, ctx.issuer)
 
 
 def judge_discovery(response: httpx.Response, issuer: str) -> Outcome:
@@ -206,7 +206,7 @@ def _forged_claims(ctx: DoctorContext) -> dict[str, Any]:
     """Claims a real token would carry, for a real admin when the database names one: a server that
     skipped the signature but checked the user would otherwise refuse the forgery for the wrong
     reason and pass the check."""
-    claims = forge.claims(ctx.settings.issuer, ctx.settings.audience, ctx.clock())
+    claims = forge.claims(ctx.issuer, ctx.settings.audience, ctx.clock())
     admin = _some_admin(ctx)
     if admin is not None:
         claims["sub"], tenant = admin

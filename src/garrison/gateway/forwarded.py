@@ -7,7 +7,9 @@ client wrote and proves nothing). ``X-Forwarded-Proto`` is taken from the neares
 
 ``ForwardedMiddleware`` stores the result in ``scope["garrison.client_ip"]`` and ``scope["scheme"]``;
 ``HttpsMiddleware`` then redirects (308) or refuses (403) plain HTTP when ``GARRISON_FORCE_HTTPS``
-says so.
+says so. A redirect goes to the service's configured public origin (``https_origin`` of
+``GARRISON_ISSUER``), never to the request's ``Host`` header: that one is the client's to write,
+and following it made every plain-HTTP URL an open redirect.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garrison.errors import ForbiddenError
-from garrison.gateway.raw import header, send_error, send_response
+from garrison.gateway.raw import send_error, send_response
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Paths a load balancer probes over plain HTTP; never redirected.
@@ -112,10 +115,27 @@ def resolve(scope: Scope, proxies: TrustedProxies) -> str | None:
     return ip
 
 
+def https_origin(public_url: str) -> bytes:
+    """``https://host[:port]`` of the service's public URL (``GARRISON_ISSUER``): its own origin
+    when it is https; for an http URL the same host on the default https port (the http port is
+    not where TLS is served). IPv6 hosts keep their brackets."""
+    parts = urlsplit(public_url)
+    if parts.scheme == "https" and parts.hostname:
+        host = parts.netloc.rpartition("@")[2]
+    else:
+        name = parts.hostname or "localhost"
+        host = f"[{name}]" if ":" in name else name
+    return f"https://{host}".encode()
+
+
 class HttpsMiddleware:
-    def __init__(self, app: ASGIApp, mode: Literal["off", "redirect", "reject"]) -> None:
+    def __init__(
+        self, app: ASGIApp, mode: Literal["off", "redirect", "reject"], origin: bytes
+    ) -> None:
+        """``origin``: where redirects go (``https_origin(settings.issuer)``)."""
         self.app = app
         self.mode = mode
+        self.origin = origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -130,11 +150,11 @@ class HttpsMiddleware:
             denied = ForbiddenError("this service accepts HTTPS only", reasons=["https required"])
             await send_error(send, denied, scope.get("garrison.request_id"))
             return
-        await send_response(send, 308, [(b"location", _https_url(scope))])
+        await send_response(send, 308, [(b"location", self._https_url(scope))])
 
-
-def _https_url(scope: Scope) -> bytes:
-    host = header(scope, b"host") or b"localhost"
-    path: bytes = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    return b"https://" + host.split(b":")[0] + path + (b"?" + query if query else b"")
+    def _https_url(self, scope: Scope) -> bytes:
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if not path.startswith(b"/"):
+            path = b"/"  # ``*`` or an absolute form: never glued to the host
+        query = scope.get("query_string", b"")
+        return self.origin + path + (b"?" + query if query else b"")

@@ -38,7 +38,8 @@ from garrison.gateway.forwarded import TrustedProxies, joined, peer_address
 from garrison.gateway.gate import IDENTITY_HEADERS, IdentityHeaders, browser_session, origin_of
 from garrison.gateway.raw import RawHeaders, header, send_error, single_header
 from garrison.observability.asgi import PROXIED_ROUTE
-from garrison.paths import AmbiguousPath, canonicalize, covers, route_prefix
+from garrison.paths import AmbiguousPath, canonicalize, route_prefix
+from garrison.policy.model import RouteMatch
 
 HOP_BY_HOP = frozenset(
     {
@@ -152,28 +153,22 @@ class ReverseProxy:
         self.issuer_origin = origin_of(issuer) if issuer else ""
         self.proxies = proxies
         self.client = client
-        proxied = [(route_prefix(r.prefix), r) for r in routes if r.upstream]
-        #: longest canonical prefix first, each with its lower-case form
-        self._table = sorted(
-            ((prefix, prefix.lower(), r) for prefix, r in proxied), key=lambda t: -len(t[0])
-        )
-        self.routes = [r for _, _, r in self._table]
+        self.routes = [r for r in routes if r.upstream]
+        self._prefixes: dict[str, str] = {}
 
-    def route_for(self, path: str) -> tuple[RouteDef, str] | None:
-        """The proxied route for a canonical path, and the route's canonical prefix; a path that
-        only a case-blind reading puts under a case-sensitive route is refused (as the registry
-        refuses it), never handed to a shorter route or to Garrison's own."""
-        folded = path.lower()
-        for prefix, lowered, route in self._table:
-            if covers(prefix, path):
-                return route, prefix
-            if covers(lowered, folded):
-                if route.case_insensitive:
-                    return route, prefix
-                raise AmbiguousPath(
-                    f"it differs only in letter case from the route {route.prefix!r}"
-                )
-        return None
+    def route_for(self, method: str, path: str) -> RouteMatch | None:
+        """The registry's match for a canonical path and method (``Registry.match_route``, the
+        one matcher: the action decided and the upstream served come from the same route), when
+        that route is proxied; None: Garrison's own app serves the request. A path that only a
+        case-blind reading puts under a case-sensitive route is refused (``BadRequestError``)."""
+        match = self.pipeline.authorizer.match_route(method, path)
+        return match if match is not None and match.route.upstream else None
+
+    def _prefix(self, route: RouteDef) -> str:
+        known = self._prefixes.get(route.prefix)
+        if known is None:
+            known = self._prefixes[route.prefix] = route_prefix(route.prefix)
+        return known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.routes:
@@ -182,29 +177,31 @@ class ReverseProxy:
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         try:
             path = canonicalize(raw.decode("latin-1"))
-            found = self.route_for(path)
+            found = self.route_for(scope["method"], path)
         except AmbiguousPath as exc:
             refused = BadRequestError(f"ambiguous path: {exc.reason}", code="ambiguous_path")
             await send_error(send, refused, scope.get("garrison.request_id"))
             return
+        except BadRequestError as exc:
+            await send_error(send, exc, scope.get("garrison.request_id"))
+            return
         if found is None:
             await self.app(scope, receive, send)
             return
-        scope[PROXIED_ROUTE] = found[0].prefix  # counted and logged under its route (L9)
+        scope[PROXIED_ROUTE] = found.route.prefix  # counted and logged under its route (L9)
         try:
-            await self._forward(scope, receive, send, *found, path)
+            await self._forward(scope, receive, send, found, path)
         except GarrisonError as exc:
             await send_error(send, exc, scope.get("garrison.request_id"))
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, route: RouteDef, prefix: str, path: str
+        self, scope: Scope, receive: Receive, send: Send, match: RouteMatch, path: str
     ) -> None:
-        if route.methods and scope["method"] not in route.methods:
-            raise BadRequestError(f"method {scope['method']} is not routed for {route.prefix}")
-        admission = await self.pipeline.admit(self._attempt(scope, path))
+        route = match.route
+        admission = await self.pipeline.admit(self._attempt(scope, path), matched=match)
         request = self.client.build_request(
             scope["method"],
-            self._url(route, prefix, path, scope.get("query_string", b"")),
+            self._url(route, self._prefix(route), path, scope.get("query_string", b"")),
             headers=[*self._headers(scope), *self.identity(admission)],
             content=_body(receive) if _has_body(scope) else None,
         )

@@ -25,7 +25,12 @@ from garrison.admission import Pipeline
 from garrison.app import Services
 from garrison.gateway.bodylimit import BodyCaps, BodyLimit
 from garrison.gateway.edge import AllowedOrigins, Cors, SecurityHeaders, security_headers
-from garrison.gateway.forwarded import ForwardedMiddleware, HttpsMiddleware, TrustedProxies
+from garrison.gateway.forwarded import (
+    ForwardedMiddleware,
+    HttpsMiddleware,
+    TrustedProxies,
+    https_origin,
+)
 from garrison.gateway.proxy import ReverseProxy, new_client
 from garrison.gateway.ratelimited import RateLimitMiddleware
 from garrison.gateway.verify import VerifyEndpoint
@@ -60,7 +65,7 @@ def build_edge(services: Services, app: ASGIApp) -> Edge:
     wrapped = SecurityHeaders(
         wrapped, security_headers(settings.csp_connect_src, hsts=settings.enable_hsts)
     )
-    wrapped = HttpsMiddleware(wrapped, settings.force_https)
+    wrapped = HttpsMiddleware(wrapped, settings.force_https, https_origin(settings.issuer))
     wrapped = ForwardedMiddleware(wrapped, proxies)
     verify = VerifyEndpoint(
         pipeline,

@@ -26,6 +26,7 @@ from garrison.errors import AuthenticationError, NotFoundError, ValidationError
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
 from garrison.storage.schema import api_keys
+from garrison.text import check_text, control_character
 
 PREFIX = "gk_"
 _KEY_RE = re.compile(r"^gk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
@@ -118,8 +119,9 @@ class ApiKeyStore:
         """Returns (the key, shown this once; its record)."""
         if not scopes:
             raise ValidationError("an API key needs at least one scope")
+        check_text("name", name, tab=True, max_length=200)
         for scope in scopes:
-            if not _SCOPE_RE.fullmatch(scope):
+            if not _SCOPE_RE.fullmatch(check_text("scope", scope)):
                 raise ValidationError(f"scope {scope!r}: lower-case letters, digits, '.:_-*'")
         if any(unicodedata.category(ch) in _CONTROL for ch in name):
             # PostgreSQL refuses NUL in text (a 500), and a terminal shows escapes in a listing
@@ -138,7 +140,7 @@ class ApiKeyStore:
                     lookup=lookup,
                     key_hash=_digest(secret),
                     user_id=user_id,
-                    name=name[:200],
+                    name=name,
                     scopes=sorted(set(scopes)),
                     tenant=tenant,
                     created_at=now,
@@ -149,7 +151,7 @@ class ApiKeyStore:
 
     def get(self, key_id: str) -> ApiKey:
         row = None
-        if "\x00" not in key_id:  # PostgreSQL refuses NUL in text: no such key, not a 500
+        if not control_character(key_id):  # no key has such an id (PostgreSQL refuses NUL)
             with self.db.begin() as conn:
                 row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         if row is None:

@@ -29,12 +29,13 @@ import httpx
 from garrison.clock import Clock, system_clock
 from garrison.config.defs import ExternalIdpDef
 from garrison.config.strength import secret_problem
-from garrison.errors import ConfigError
+from garrison.errors import ConfigError, ValidationError
 from garrison.identity.jwks import RemoteJwks
 from garrison.identity.provisioning import Provisioner, usable_email
 from garrison.identity.users import TENANT_RE
 from garrison.keys.jwk import hs256_key
 from garrison.principal import Principal
+from garrison.text import control_character
 from garrison.tokens.jws import (
     JwsDecoder,
     KeyLookup,
@@ -81,14 +82,22 @@ class ExternalIdp:
 
 
 def _claim_values(claims: Mapping[str, Any], path: str) -> list[str]:
+    """The strings at a dotted claim path; a control character in one refuses the token (E7:
+    the decoder checks top-level claims, this the nested ones roles and tenants come from)."""
     value: Any = claims
     for part in path.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str)]
-    return []
+        values = [value]
+    elif isinstance(value, list):
+        values = [v for v in value if isinstance(v, str)]
+    else:
+        return []
+    for text in values:
+        bad = control_character(text)
+        if bad is not None:
+            raise TokenError(f"token claim {path[:64]!r}: control character {bad}")
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +180,16 @@ class ExternalTokens:
         subject = f"{idp.name}:{claims['sub']}"
         local = self._user_ids.get(subject)
         if local is None:
-            user, _ = self.provisioner.ensure(
-                idp.name,
-                claims["sub"],
-                email=usable_email(claims.get("email")),
-                roles=sorted(idp.local_roles(claims)),
-                tenant=idp.tenant(claims),
-            )
+            try:
+                user, _ = self.provisioner.ensure(
+                    idp.name,
+                    claims["sub"],
+                    email=usable_email(claims.get("email")),
+                    roles=sorted(idp.local_roles(claims)),
+                    tenant=idp.tenant(claims),
+                )
+            except ValidationError as exc:  # a sub no user row can hold: the token is refused
+                raise TokenError(f"token claim 'sub': {exc.detail}") from None
             local = (user.id, user.username)
             with self._lock:
                 if len(self._user_ids) >= _CACHE_SIZE:

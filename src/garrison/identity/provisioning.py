@@ -20,10 +20,11 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
-from garrison.errors import ConflictError
-from garrison.identity.users import User, UserStore
+from garrison.errors import ConflictError, ValidationError
+from garrison.identity.users import User, UserStore, validate_email
 from garrison.storage.db import ALL_TENANTS, Database
 from garrison.storage.schema import users
+from garrison.text import check_text
 
 ADMIN_ROLE = "admin"
 #: pg_advisory_xact_lock key for "who is the first admin" (any constant; "garrison" in ASCII).
@@ -44,7 +45,13 @@ def external_username(source: str, sub: str) -> str:
 
 
 def usable_email(email: object) -> str | None:
-    return email if isinstance(email, str) and "@" in email and len(email) <= 320 else None
+    """An identity's email claim when it is an address Garrison stores (``validate_email``)."""
+    if not isinstance(email, str):
+        return None
+    try:
+        return validate_email(email)
+    except ValidationError:
+        return None
 
 
 class Provisioner:
@@ -63,8 +70,10 @@ class Provisioner:
         tenant: str | None = None,
         bootstrap_admin: bool = False,
     ) -> tuple[User, bool]:
-        """The user for ``source:sub``, created on first sight; (user, created)."""
-        subject = f"{source}:{sub}"
+        """The user for ``source:sub``, created on first sight; (user, created). A ``sub`` that
+        no user row may hold (a control character, E7) is a 422: the token decoder refuses such
+        claims first, so this is the last line for any other source of identities."""
+        subject = check_text("sub", f"{source}:{sub}", max_length=400)
         found = self.users.find_external(subject)
         if found is not None:
             return found, False
@@ -89,7 +98,7 @@ class Provisioner:
         tenant: str | None,
         bootstrap_admin: bool,
     ) -> str:
-        granted = {role for role in roles if _ROLE.match(role)}
+        granted = {role for role in roles if _ROLE.fullmatch(role)}
         now = self.clock()
         user_id = str(uuid.uuid4())
         with self.db.begin(tenant=ALL_TENANTS, immediate=True) as conn:

@@ -241,6 +241,22 @@ class SessionStore:
         now = self.clock()
         return bool(row.expires_at <= now or row.created_at + self.absolute_ttl <= now)
 
+    def prune(self, cutoff: float) -> int:
+        """Retention (V5): delete the refresh families (sessions, cookie sessions included) that
+        ended before ``cutoff``, revoked or expired, with their tokens; the number of families.
+        A live session is never touched; a pruned one's token is then simply unknown (401)."""
+        ended = sa.or_(
+            refresh_families.c.expires_at < cutoff,
+            sa.and_(
+                refresh_families.c.revoked_at.is_not(None), refresh_families.c.revoked_at < cutoff
+            ),
+        )
+        old = sa.select(refresh_families.c.id).where(ended)
+        with self.db.begin() as conn:  # every tenant's rows (row-level security: ALL_TENANTS)
+            conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.family_id.in_(old)))
+            done = conn.execute(sa.delete(refresh_families).where(ended))
+        return int(done.rowcount or 0)
+
     @staticmethod
     def _revoke(conn: sa.Connection, family_id: str, now: float, reason: str) -> bool:
         result = conn.execute(

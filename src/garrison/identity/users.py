@@ -24,6 +24,7 @@ from garrison.identity.passwords import hash_password
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
 from garrison.storage.schema import api_keys, refresh_families, users
+from garrison.text import check_text, control_character
 from garrison.vault.emails import NO_EMAIL, EmailCipher
 from garrison.vault.errors import DecryptError
 
@@ -42,7 +43,7 @@ class Revoked:
 
 def _checked_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
     for role in roles:
-        if not ROLE_RE.fullmatch(role):
+        if not ROLE_RE.fullmatch(check_text("role", role)):
             raise ValidationError(f"role {role!r}: lower-case letters, digits and '_' only")
     return roles
 
@@ -116,10 +117,20 @@ def normalise_username(username: str) -> str:
     return username.strip().lower()
 
 
+def validate_email(email: str) -> str:
+    """An email address as Garrison stores it: at most 320 characters, no control character or
+    white space, a non-empty local part and domain around the last ``@``; else 422."""
+    local, _, domain = check_text("email", email, max_length=320).rpartition("@")
+    if not local or not domain or any(c.isspace() for c in email):
+        raise ValidationError("email: not an email address", reasons=["email: not an address"])
+    return email
+
+
 def validate_tenant(tenant: str | None) -> str | None:
     if tenant is None or tenant == "":
         return None
-    if not TENANT_RE.fullmatch(tenant):  # ``$`` alone would let a trailing newline through
+    # fullmatch: ``$`` alone would let a trailing newline through
+    if not TENANT_RE.fullmatch(check_text("tenant", tenant)):
         raise ValidationError("tenant: letters, digits, '.', '_' and '-' only (at most 100)")
     return tenant
 
@@ -301,13 +312,15 @@ class UserStore:
     ) -> User:
         """``change_required``: an administrator chose the password; the user must change it
         before doing anything else (A15)."""
-        name = normalise_username(username)
-        if not USERNAME_RE.match(name):
+        name = normalise_username(check_text("username", username))
+        if not USERNAME_RE.fullmatch(name):
             raise ValidationError(
                 "username: 1-150 characters of a-z, 0-9, '.', '_', '@' or '-', starting alphanumeric"
             )
-        if email is not None and "@" not in email:
-            raise ValidationError("email: not an email address")
+        if email is not None:
+            validate_email(email)
+        if external_subject is not None:
+            check_text("external subject", external_subject, max_length=400)
         _checked_roles(roles)
         tenant = validate_tenant(tenant)
         if password is not None:
@@ -338,22 +351,25 @@ class UserStore:
         return self.get(user_id)
 
     def get(self, user_id: str) -> User:
-        user = None if "\x00" in user_id else self._one(users.c.id == user_id)  # NUL: see find
+        user = None if control_character(user_id) else self._one(users.c.id == user_id)
         if user is None:
             raise NotFoundError("no such user")
         return user
 
     def find(self, username: str) -> User | None:
-        if "\x00" in username:  # PostgreSQL refuses NUL in text: no such user, not a 500
+        name = normalise_username(username)
+        if control_character(name):  # no user has such a name (PostgreSQL refuses NUL: a 500)
             return None
-        return self._one(users.c.username == normalise_username(username))
+        return self._one(users.c.username == name)
 
     def find_external(self, subject: str) -> User | None:
+        if control_character(subject):
+            return None
         return self._one(users.c.external_subject == subject)
 
     def resolve(self, ref: str) -> User:
         """A user by id or username (CLI convenience)."""
-        user = None if "\x00" in ref else self._one(users.c.id == ref) or self.find(ref)
+        user = None if control_character(ref) else self._one(users.c.id == ref) or self.find(ref)
         if user is None:
             raise NotFoundError(f"no user {ref!r}")
         return user

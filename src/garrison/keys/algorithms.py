@@ -34,6 +34,9 @@ RSA_BITS = 2048
 RSA_GENERATE_BITS = 3072
 _PSS_SALT_BYTES = 32
 _P256_BYTES = 32
+#: the order of P-256's base point: (r, s) and (r, n - s) are both valid ECDSA signatures
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_HALF_ORDER = P256_ORDER // 2
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_VALUE = {c: i for i, c in enumerate(_B64_ALPHABET)}
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -126,11 +129,21 @@ def signer(key: PrivateKey, alg: str | None = None) -> Callable[[bytes], bytes]:
 
         def sign_es256(data: bytes) -> bytes:
             r, s = decode_dss_signature(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
+            if s > _HALF_ORDER:
+                s = P256_ORDER - s  # low S: one spelling per signature (see ``es256_high_s``)
             return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
 
         return sign_es256
     ed_key = key
     return ed_key.sign
+
+
+def es256_high_s(signature: bytes) -> bool:
+    """Whether a raw ES256 signature (r || s) has ``s > n / 2``: the second spelling of the same
+    signature, which Garrison never produces (it signs low S) and refuses on its own tokens."""
+    return len(signature) == 2 * _P256_BYTES and (
+        int.from_bytes(signature[_P256_BYTES:], "big") > _HALF_ORDER
+    )
 
 
 def verifier(public: PublicKey, alg: str | None = None) -> Verifier:

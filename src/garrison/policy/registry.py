@@ -157,8 +157,34 @@ def _check(
             problems.append(f"routes[{i}].prefix: no request path can match it: {exc.reason}")
         if route.action not in actions and route.action not in own:
             problems.append(f"routes[{i}].action: {route.action!r} is not a registered action")
+    problems += _overlaps(routes)
     if problems:
         raise ConfigError(problems)
+
+
+def _overlaps(routes: Sequence[RouteDef]) -> list[str]:
+    """Two routes one request could match (same canonical prefix, a method in common): which one
+    decides would depend on their order in the file, so the configuration is refused."""
+    keyed: list[tuple[RouteDef, str]] = []
+    for route in routes:
+        try:
+            keyed.append((route, route_prefix(route.prefix)))
+        except AmbiguousPath:
+            continue  # reported by _check
+    problems = []
+    for i, (a, pa) in enumerate(keyed):
+        for b, pb in keyed[i + 1 :]:
+            blind = a.case_insensitive or b.case_insensitive
+            if (pa.lower() == pb.lower()) if blind else pa == pb:
+                if a.methods and b.methods and not set(a.methods) & set(b.methods):
+                    continue
+                both = sorted(set(a.methods) & set(b.methods)) or sorted({*a.methods, *b.methods})
+                which = ", ".join(both) if both else "every method"
+                problems.append(
+                    f"routes {a.prefix!r} ({a.action}) and {b.prefix!r} ({b.action}) both match "
+                    f"{which}: give routes with one prefix disjoint methods"
+                )
+    return problems
 
 
 def registry_for(config: PolicyConfig) -> Registry:

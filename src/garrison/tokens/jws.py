@@ -18,10 +18,12 @@ A token is accepted only when it is:
   finite JSON numbers within the interoperable range (|x| <= 2**53, RFC 7493 2.2; ``1e999`` parses to
   infinity, a token that never expires), ``iss`` and ``aud`` equal to the policy's (``aud`` may be
   a list holding it), each of the policy's ``required`` claims a non-empty string, all with the
-  policy's leeway.
+  policy's leeway; and no top-level claim (its name, its string value or a string of its list)
+  holding a control character (``garrison.text``, E7: ``sub`` and ``email`` reach user rows).
 
 Per caller: Garrison's own tokens (``own_policy``) allow the asymmetric algorithms only and need a
-``kid``, ``sub`` and ``jti``; an external IdP configured with a shared secret (``shared_secret_policy``)
+``kid``, ``sub`` and ``jti``, and an ES256 signature in its low-S spelling (Garrison signs low S, so
+each token has one spelling; the high-S twin of a valid signature is refused); an external IdP configured with a shared secret (``shared_secret_policy``)
 allows HS256 and nothing else; a JWKS IdP and OIDC id_tokens (``keyset_policy``) the asymmetric
 algorithms. HS256 never shares an allow-list with another algorithm, so no key can be fed an HMAC
 token keyed with its own public half.
@@ -35,8 +37,9 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from garrison.errors import AuthenticationError
-from garrison.keys.algorithms import ALGORITHMS, b64decode_strict
+from garrison.keys.algorithms import ALGORITHMS, b64decode_strict, es256_high_s
 from garrison.keys.jwk import HS256, KeyEntry
+from garrison.text import control_character
 
 MAX_TOKEN_BYTES = 8192
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "x5c", "jwk", "crit", "x5t", "x5t#S256"})
@@ -130,6 +133,9 @@ class Policy:
     require_kid: bool = False
     #: claims that must be non-empty strings
     required: tuple[str, ...] = ("sub",)
+    #: refuse an ES256 signature with a high S (the second spelling of a valid one): for tokens
+    #: Garrison signs itself, always low S; other signers emit either (RFC 7518 allows both)
+    low_s_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.algorithms or not self.algorithms <= ASYMMETRIC_ALGS | {HS256}:
@@ -144,7 +150,7 @@ class Policy:
 
 def own_policy(issuer: str, audience: str, leeway: float) -> Policy:
     """Garrison's own access tokens: asymmetric only (never HS256), a ``kid``, ``sub`` and ``jti``."""
-    return Policy(ASYMMETRIC_ALGS, issuer, audience, leeway, True, ("sub", "jti"))
+    return Policy(ASYMMETRIC_ALGS, issuer, audience, leeway, True, ("sub", "jti"), low_s_only=True)
 
 
 def shared_secret_policy(issuer: str, audience: str, leeway: float) -> Policy:
@@ -176,6 +182,18 @@ def check_claims(claims: Mapping[str, Any], policy: Policy, now: float) -> None:
         value = claims.get(name)
         if not isinstance(value, str) or not value:
             raise TokenError(f"token lacks {' or '.join(policy.required)}")
+    for name, value in claims.items():
+        _check_claim_text(name, value)
+
+
+def _check_claim_text(name: str, value: Any) -> None:
+    """A top-level claim (or a string of a list claim) holding a control character (E7,
+    ``garrison.text``) is refused: ``sub``, ``email`` and the rest reach user rows and logs."""
+    texts = (value,) if isinstance(value, str) else value if isinstance(value, list) else ()
+    for text in (name, *texts):
+        bad = control_character(text) if isinstance(text, str) else None
+        if bad is not None:
+            raise TokenError(f"token claim {name[:64]!r}: control character {bad}")
 
 
 # -- the decoder -------------------------------------------------------------------------------
@@ -204,6 +222,8 @@ class JwsDecoder:
         key_alg, verify = entry
         if key_alg != alg:
             raise TokenError("algorithm does not match the key")
+        if alg == "ES256" and self.policy.low_s_only and es256_high_s(signature):
+            raise TokenError("non-canonical signature (high S)")
         if not verify(f"{head_b64}.{body_b64}".encode("ascii"), signature):
             raise TokenError("bad signature")
         claims = json_object(body_b64)

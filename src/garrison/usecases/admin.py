@@ -29,6 +29,7 @@ from garrison.policy import Resource
 from garrison.privacy import ErasureReport, erase_user, export_user
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
+from garrison.text import check_text
 
 T = TypeVar("T")
 
@@ -199,6 +200,7 @@ class AdminActions:
 
     async def delete_user(self, actor: Admission, ref: str, *, reason: str) -> ErasureReport:
         """Erase a user with their sessions and API keys (V4); the reason is audited."""
+        check_text("reason", reason, tab=True, max_length=400)
         user = await self._target(actor, "admin.users.delete", ref, params={"reason": reason})
         report = await _run(lambda: erase_user(self.db, self.bus, user.id))
         await self._audit(

@@ -24,6 +24,7 @@ from garrison.clock import Clock, system_clock
 from garrison.errors import NotFoundError, ValidationError
 from garrison.storage.db import Database
 from garrison.storage.schema import vault_secrets
+from garrison.text import check_text
 from garrison.vault import envelope
 from garrison.vault.envelope import SecretRef
 from garrison.vault.errors import DecryptError
@@ -76,7 +77,8 @@ class RewrapReport:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):  # ``$`` alone would let a trailing newline through
+    # fullmatch: ``$`` alone would let a trailing newline through
+    if not NAME_RE.fullmatch(check_text("secret name", name)):
         raise ValidationError(
             "secret name: 1-200 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -19,7 +19,12 @@ from garrison.errors import ConfigError
 from garrison.gateway.asgi import create_app
 from garrison.gateway.bodylimit import BodyCaps, BodyLimit
 from garrison.gateway.edge import AllowedOrigins, Cors, SecurityHeaders, security_headers
-from garrison.gateway.forwarded import ForwardedMiddleware, HttpsMiddleware, TrustedProxies
+from garrison.gateway.forwarded import (
+    ForwardedMiddleware,
+    HttpsMiddleware,
+    TrustedProxies,
+    https_origin,
+)
 from tests.conftest import MakeSettings
 
 
@@ -125,7 +130,7 @@ def test_no_trusted_proxies_means_peer_only() -> None:
 # -- E6 HTTPS ---------------------------------------------------------------------------------
 @pytest.mark.req("E6")
 def test_force_https_redirects_plain_http() -> None:
-    app = HttpsMiddleware(Echo(), "redirect")
+    app = HttpsMiddleware(Echo(), "redirect", https_origin("https://id.example.com"))
     result = run(app, path="/auth/me", headers=[("Host", "id.example.com:80")])
     assert result.status == 308
     assert result.headers["location"] == "https://id.example.com/auth/me"
@@ -133,10 +138,38 @@ def test_force_https_redirects_plain_http() -> None:
     assert run(app, path="/healthz").status == 200
 
 
+@pytest.mark.req("E6")
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:443", "[::1]:8080", "id.example.com@evil.example", ""]
+)
+def test_https_redirect_goes_to_the_configured_origin_never_the_host_header(host: str) -> None:
+    """The redirect took its host from the request's ``Host`` header: an open redirect for any
+    client (and ``[::1]:8080`` split at its first colon into ``https://[``)."""
+    app = HttpsMiddleware(Echo(), "redirect", https_origin("https://id.example.com:8443/base"))
+    headers = [("Host", host)] if host else []
+    result = run(app, path="/auth/login", headers=headers)
+    assert result.status == 308
+    assert result.headers["location"] == "https://id.example.com:8443/auth/login"
+
+
+@pytest.mark.req("E6")
+@pytest.mark.parametrize(
+    ("issuer", "origin"),
+    [
+        ("https://auth.example.com", "https://auth.example.com"),
+        ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+        ("http://auth.example.com:8080", "https://auth.example.com"),  # the http port is not ours
+        ("http://[::1]:8080", "https://[::1]"),
+    ],
+)
+def test_https_origin_is_the_issuers_host_over_https(issuer: str, origin: str) -> None:
+    assert https_origin(issuer) == origin.encode()
+
+
 @pytest.mark.req("E6", "E5")
 def test_force_https_reject_believes_proto_only_from_trusted_proxy() -> None:
     proxies = TrustedProxies(["10.0.0.0/8"])
-    app = ForwardedMiddleware(HttpsMiddleware(Echo(), "reject"), proxies)
+    app = ForwardedMiddleware(HttpsMiddleware(Echo(), "reject", b""), proxies)
     https = [("X-Forwarded-Proto", "https")]
     assert run(app, peer="10.0.0.1", headers=https).status == 200
     refused = run(app, peer="203.0.113.9", headers=https)

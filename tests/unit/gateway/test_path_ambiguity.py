@@ -241,7 +241,7 @@ def proxy_app(make_settings: MakeSettings, upstream: Upstream) -> Iterator[ASGIA
     routes = (
         RouteDef(prefix="/api", action="health.read", upstream=upstream.url),
         RouteDef(prefix="/api/admin", action="admin.api", upstream=upstream.url),
-        RouteDef(prefix="/docs", action="admin.api", upstream=upstream.url, case_insensitive=True),
+        RouteDef(prefix="/files", action="admin.api", upstream=upstream.url, case_insensitive=True),
     )
     services = build_services(make_settings(routes=routes))
     services.keyring.load()
@@ -297,9 +297,9 @@ def test_proxy_never_serves_an_ambiguous_path(proxy_app: ASGIApp, upstream: Upst
 def test_proxy_sends_the_canonical_path_upstream(proxy_app: ASGIApp, upstream: Upstream) -> None:
     statuses = _requests(
         proxy_app,
-        [("/api/%7Ex//y/./caf%c3%a9?q=1", []), ("/api/%61dmin", []), ("/DOCS/a", [])],
+        [("/api/%7Ex//y/./caf%c3%a9?q=1", []), ("/api/%61dmin", []), ("/FILES/a", [])],
     )
-    assert statuses == [200, 401, 401]  # /api/%61dmin and /DOCS are admin-only
+    assert statuses == [200, 401, 401]  # /api/%61dmin and /FILES are admin-only
     assert [seen["path"] for seen in upstream.seen] == ["/api/~x/y/caf%C3%A9?q=1"]
 
 

@@ -328,6 +328,21 @@ def test_expired_id_token_is_refused(env: Env) -> None:
     _refused_with(env, "expired")
 
 
+@pytest.mark.req("E7", "A11")
+@pytest.mark.parametrize("claim", ["sub", "email", "preferred_username"])
+@pytest.mark.parametrize("bad", ["\x00", "\n", "\x7f", "\u2028"])
+def test_id_token_with_a_control_character_is_refused_on_both_databases(
+    make_env: Callable[..., Env], backend_url: str, claim: str, bad: str
+) -> None:
+    """A NUL in the id_token's ``sub`` or ``email`` reached the user row: a 500 on PostgreSQL. A
+    control character in any claim now refuses the id_token, and no user is provisioned."""
+    env = make_env(DATABASE_URL=backend_url)
+    env.provider.id_token_claims = lambda c: {**c, claim: f"{c.get(claim, 'sam')}{bad}x"}
+    _refused_with(env, claim)
+    assert env.services.users.count_admins() == 0
+    assert env.services.users.list(None, all_tenants=True) == []
+
+
 @pytest.mark.req("A11", "A3")
 def test_id_token_signed_by_another_key_is_refused(env: Env) -> None:
     env.provider.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

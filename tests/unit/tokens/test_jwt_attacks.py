@@ -623,3 +623,61 @@ def _private_key(keyring: Keyring) -> Any:
             sa.select(signing_keys.c.private_key).where(signing_keys.c.kid == kid)
         ).scalar_one()
     return algorithms.load_private(unseal(keyring.kek, sealed, kid.encode()))
+
+
+# -- ES256: one spelling per signature (low S) -------------------------------------------------
+_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _s_of(token: str) -> int:
+    sig = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
+    return int.from_bytes(sig[32:], "big")
+
+
+def _high_s_twin(token: str) -> str:
+    """The same ECDSA signature spelled with S' = n - S: valid for the same key and message."""
+    signing_input, sig_b64 = token.rsplit(".", 1)
+    sig = base64.urlsafe_b64decode(sig_b64 + "==")
+    s = int.from_bytes(sig[32:], "big")
+    twin = sig[:32] + (_P256_N - s).to_bytes(32, "big")
+    return f"{signing_input}.{b64url(twin)}"
+
+
+@pytest.mark.req("A3", "A2")
+def test_garrison_signs_es256_with_low_s_only(db: Database, clock: FakeClock) -> None:
+    """An ECDSA signature (r, s) is also valid as (r, n - s): a second spelling of every token.
+    Garrison now signs the low one; of 64 tokens about half had a high S before."""
+    keyring = make_keyring(db, clock, "ES256")
+    tokens = [signed_by(keyring, claims(clock(), jti=f"j{i}")) for i in range(64)]
+    assert all(_s_of(t) <= _P256_N // 2 for t in tokens)
+
+
+@pytest.mark.req("A3")
+def test_a_high_s_spelling_of_a_valid_es256_token_is_refused(
+    db: Database, clock: FakeClock
+) -> None:
+    keyring = make_keyring(db, clock, "ES256")
+    codec = make_codec(keyring, clock, cache_size=0)
+    token = signed_by(keyring, claims(clock()))
+    twin = _high_s_twin(token)
+    assert algorithms.verifier(  # the twin is a mathematically valid signature ...
+        _private_key(keyring).public_key()
+    )(twin.rsplit(".", 1)[0].encode(), base64.urlsafe_b64decode(twin.rsplit(".", 1)[1] + "=="))
+    assert codec.verify(token)
+    refused(codec, twin, "signature")  # ... that Garrison's own tokens never carry
+
+
+@pytest.mark.req("A3", "A10")
+def test_an_external_issuers_high_s_es256_signature_still_verifies() -> None:
+    """RFC 7518 does not ask for low S and common signers (OpenSSL, Java, Go) emit either: an IdP's
+    or OIDC provider's token is not refused for it (RFC 7515 A.3's own vector has a high S)."""
+    from garrison.keys.jwk import KeyEntry
+    from garrison.tokens.jws import JwsDecoder, keyset_policy
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    entry: KeyEntry = ("ES256", algorithms.verifier(key.public_key()))
+    decoder = JwsDecoder(keyset_policy(ISSUER, AUDIENCE, SKEW), lambda _kid, _alg: entry)
+    now = FakeClock()()
+    token = jws({"alg": "ES256", "kid": "k"}, claims(now), algorithms.signer(key))
+    high = token if _s_of(token) > _P256_N // 2 else _high_s_twin(token)
+    assert decoder.decode(high, now)[0]["sub"] == claims(now)["sub"]
