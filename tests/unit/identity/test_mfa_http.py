@@ -500,3 +500,33 @@ def test_the_cli_operator_is_not_asked_for_a_factor(tmp_path: Any) -> None:
     listed = run_cli("users", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert "root" in listed.stdout
+
+
+@pytest.mark.req("A14", "A15")
+@pytest.mark.asvs("V6.4.3")
+def test_an_admin_password_reset_does_not_skip_the_enrolled_factor(mfa: Mfa) -> None:
+    """There is no self-service recovery; an admin reset hands out a temporary password, and the
+    user's second factor is still asked for at the next login."""
+    alice = mfa.user("alice")
+    mfa.user("root", roles=("admin",))
+    secret, _codes = mfa.enrol(login(mfa.client, "alice")["access_token"])
+    root = login(mfa.client, "root")["access_token"]
+    reset = mfa.client.post(f"/admin/users/{alice.id}/reset-password", headers=bearer(root))
+    assert reset.status_code == 200, reset.text
+    temporary = reset.json()["temporary_password"]
+    step = mfa.client.post("/auth/login", json={"username": "alice", "password": temporary})
+    assert step.status_code == 200, step.text
+    assert step.json()["mfa_required"] is True
+    assert "access_token" not in step.json()
+    done = mfa.verify(step.json()["mfa_token"], mfa.code(secret))
+    assert done.status_code == 200, done.text
+
+
+@pytest.mark.req("A1", "A15")
+@pytest.mark.asvs("V6.2.8")
+def test_the_password_is_checked_exactly_as_typed(mfa: Mfa) -> None:
+    mfa.user("alice")
+    for variant in (PASSWORD + " ", " " + PASSWORD, PASSWORD.upper(), PASSWORD[:-1]):
+        refused = mfa.client.post("/auth/login", json={"username": "alice", "password": variant})
+        assert refused.status_code == 401, variant
+    assert login(mfa.client, "alice")["access_token"]
