@@ -123,8 +123,9 @@ class ApiKeyStore:
         for scope in scopes:
             if not _SCOPE_RE.fullmatch(check_text("scope", scope)):
                 raise ValidationError(f"scope {scope!r}: lower-case letters, digits, '.:_-*'")
-        if any(unicodedata.category(ch) in _CONTROL for ch in name):
-            # PostgreSQL refuses NUL in text (a 500), and a terminal shows escapes in a listing
+        if any(unicodedata.category(ch) in _CONTROL and ch != "\t" for ch in name):
+            # format characters (a right-to-left override) would disguise a listing in a terminal;
+            # controls were refused above (``check_text``: the one validator, which allows a tab)
             raise ValidationError("name: printable characters only (no control characters)")
         lookup = "".join(
             secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789")
