@@ -32,6 +32,8 @@ def make_env(tmp_path: Path) -> MakeEnv:
             GARRISON_CONFIG=str(config),
             GARRISON_METRICS_PUBLIC="true",
             GARRISON_LOG_LEVEL="WARNING",
+            # replicas behind one address share an issuer (without it, each would name its own)
+            GARRISON_ISSUER="http://127.0.0.1:8080",
             **extra,
         )
 
