@@ -44,7 +44,7 @@ def garrison(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         ("gus", ["user"], "globex"),
     ]
     for name, roles, tenant in people:
-        args = ["users", "create", "--username", name, "--password-stdin"]
+        args = ["users", "create", "--username", name, "--password-stdin", "--no-password-change"]
         args += [a for r in roles for a in ("--role", r)]
         args += ["--tenant", tenant] if tenant else []
         made = run_cli(*args, env=env, stdin=PASSWORD + "\n")

@@ -62,7 +62,10 @@ def traffic(tmp_path: Path) -> Iterator[LiveServer]:
         GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT="3",
     )
     for name, role in (("root", "admin"), ("alice", "user")):
-        args = ("users", "create", "--username", name, "--role", role, "--password-stdin")
+        args = (
+            *("users", "create", "--username", name, "--role", role),
+            *("--password-stdin", "--no-password-change"),
+        )
         made = run_cli(*args, env=env, stdin=PASSWORD + "\n")
         assert made.returncode == 0, made.stderr
     with LiveServer(env) as server:

@@ -45,12 +45,14 @@ def admin_server(tmp_path: Path) -> Iterator[LiveServer]:
         tmp_path / "data",
         DATABASE_URL=url,
         GARRISON_RATE_LIMIT_PER_WINDOW="1000000",
+        GARRISON_LOGIN_MAX_FAILURES="1000000",
         GARRISON_LOGIN_MAX_FAILURES_PER_IP="1000000",
         GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT="1000000",
         GARRISON_LOG_LEVEL="WARNING",
     )
     made = run_cli(
         *("users", "create", "--username", ADMIN, "--role", "admin", "--password-stdin"),
+        "--no-password-change",
         env=env,
         stdin=ADMIN_PASSWORD + "\n",
     )
@@ -106,6 +108,10 @@ def test_schemathesis_finds_nothing(admin_server: LiveServer, tmp_path: Path) ->
         "1",
         "--seed",
         os.environ.get("GARRISON_FUZZ_SEED", "20261201"),
+        # a reset of the fuzzer's own admin (its id is learned from the listings, past the
+        # path-parameter hook) would lock the run out: the reset is covered by its own tests
+        "--exclude-path-regex",
+        "reset-password$",
         "--generation-database",
         "none",
         "--no-color",

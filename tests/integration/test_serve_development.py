@@ -91,6 +91,7 @@ def test_without_an_issuer_discovery_and_tokens_follow_the_served_address(
     env = base_env(tmp_path / "data")
     done = run_cli(
         "users", "create", "--username", "root", "--role", "admin", "--password-stdin",
+        "--no-password-change",
         env=env, stdin=PASSWORD,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

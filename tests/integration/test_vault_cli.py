@@ -121,6 +121,7 @@ def test_users_export_and_delete_from_the_command_line(tmp_path: Path) -> None:
     for name in ("root", "ada"):
         made = run_cli(
             "users", "create", "--username", name, "--role", "admin", "--password-stdin",
+            "--no-password-change",
             env=env, stdin=PASSWORD + "\n",
         )  # fmt: skip
         assert made.returncode == 0, made.stderr
