@@ -38,9 +38,10 @@ from tests.support import (
 )
 
 NEW_PASSWORD = "the new user's own passphrase 77"
-#: What PostgreSQL is made to refuse: the e-mail (DataError), or every new row, quoted (a trigger).
+#: What PostgreSQL is made to refuse: the e-mail's blind index (DataError: the address itself is
+#: encrypted), or every new row, quoted (a trigger).
 SABOTAGE = {
-    "data": "ALTER TABLE users ALTER COLUMN email TYPE varchar(8)",
+    "data": "ALTER TABLE users ALTER COLUMN email_index TYPE varchar(8)",
     "row": """
         CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN RAISE EXCEPTION 'refused row %%', NEW; END $$;

@@ -47,11 +47,11 @@ def test_ordinary_values_pass_through() -> None:
 
 def _real_shapes(services: Services) -> dict[str, str]:
     """One of each secret Garrison itself produces, made by the code that makes it."""
-    user = services.users.create("shapes", "a passphrase for the shapes test")
+    user = services.users.create("shapes", "a passphrase for the redaction test")
     api_key, _ = services.api_keys.create(user.id, ("read",), tenant=None)
-    pair = services.auth.login("shapes", "a passphrase for the shapes test", Client("127.0.0.1"))
+    pair = services.auth.login("shapes", "a passphrase for the redaction test", Client("127.0.0.1"))
     return {
-        "argon2id hash": hash_password("a passphrase for the shapes test"),
+        "argon2id hash": hash_password("a passphrase for the redaction test"),
         "refresh token": pair.refresh_token,
         "access token (JWT)": pair.access_token,
         "API key": api_key,

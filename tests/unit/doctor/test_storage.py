@@ -139,14 +139,17 @@ def test_an_admin_with_a_default_password_fails(
     clean = run_ids(context(load, role_database.app_url), *ids)
     assert {c.status for c in clean.values()} == {Status.PASS}
 
-    weak = store.create("ops", "changeme", roles=("admin",))
-    store.create("bob", "changeme")  # not an admin: not tried
-    with db.engine.begin() as conn:  # "admin" is below the password policy; plant it by hand
-        legacy = store.create("legacy", "placeholder-pass", roles=("admin",))
-        conn.execute(
-            sa.text("UPDATE users SET password_hash = :h WHERE id = :id"),
-            {"h": HASHER.hash("admin"), "id": legacy.id},
-        )
+    # the password policy refuses default passwords now: plant them by hand, as an old
+    # deployment (or a direct database edit) would have them
+    weak = store.create("ops", "placeholder passphrase one", roles=("admin",))
+    bob = store.create("bob", "placeholder passphrase two")  # not an admin: not tried
+    legacy = store.create("legacy", "placeholder passphrase three", roles=("admin",))
+    with db.engine.begin() as conn:
+        for user, planted in ((weak, "changeme"), (bob, "changeme"), (legacy, "admin")):
+            conn.execute(
+                sa.text("UPDATE users SET password_hash = :h WHERE id = :id"),
+                {"h": HASHER.hash(planted), "id": user.id},
+            )
     db.dispose()
     found = run_ids(context(load, role_database.app_url), *ids)["identity.default-passwords"]
     assert found.status is Status.FAIL
