@@ -256,12 +256,14 @@ def prepare(work: Path, count: int) -> tuple[dict[str, str], str, Path]:
         "GARRISON_TRUSTED_PROXIES": "127.0.0.1/32",
         "GARRISON_RATE_LIMIT_PER_WINDOW": "1000000000",
         "GARRISON_LOG_LEVEL": "warning",
+        # the tokens are issued here, in-process: the server must name the same issuer
+        "GARRISON_ISSUER": "http://127.0.0.1:8080",
     }
     services = build_services(load_settings(env))
     services.keyring.load()
-    services.users.create("bench", "bench password that is long enough", roles=("support",))
+    services.users.create("bench", "a long password for the load test", roles=("support",))
     pair = services.auth.login(
-        "bench", "bench password that is long enough", Client(ip="127.0.0.1")
+        "bench", "a long password for the load test", Client(ip="127.0.0.1")
     )
     claims = {
         k: v for k, v in pair.claims.items() if k not in {"iss", "aud", "iat", "nbf", "exp", "jti"}
