@@ -262,9 +262,7 @@ def prepare(work: Path, count: int) -> tuple[dict[str, str], str, Path]:
     services = build_services(load_settings(env))
     services.keyring.load()
     services.users.create("bench", "a long password for the load test", roles=("support",))
-    pair = services.auth.login(
-        "bench", "a long password for the load test", Client(ip="127.0.0.1")
-    )
+    pair = services.auth.login("bench", "a long password for the load test", Client(ip="127.0.0.1"))
     claims = {
         k: v for k, v in pair.claims.items() if k not in {"iss", "aud", "iat", "nbf", "exp", "jti"}
     }
