@@ -242,6 +242,8 @@ def test_joserfc_tokens_signed_with_a_published_key_verify_in_garrison(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bad = jwt.encode(header, {**claims, "aud": "other"}, key, algorithms=[keyring.alg])
+    if keyring.alg == "ES256":  # the low spelling, so the audience is what is judged
+        bad, _ = _es256_spellings(bad)
     with pytest.raises(TokenError, match="wrong audience"):
         codec.verify(bad)
 
