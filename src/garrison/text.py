@@ -37,6 +37,13 @@ def control_character(value: str, *, tab: bool = False) -> str | None:
     return None if found is None else f"U+{ord(found.group()):04X} at {found.start()}"
 
 
+def plain_json_text(text: str) -> bool:
+    """Whether no string decoded from the JSON ``text`` can hold a character ``control_character``
+    refuses: ``text`` has no escape at all (``\\n``, ``\\u0000``...) and no such character raw.
+    False says nothing: the decoded strings must then be checked one by one."""
+    return "\\" not in text and _NOT_TEXT.search(text) is None
+
+
 def check_text(field: str, value: str, *, tab: bool = False, max_length: int | None = None) -> str:
     """``value`` unchanged when it holds no control character (see the module doc) and fits
     ``max_length``; ``ValidationError`` (422) naming ``field`` otherwise."""

@@ -119,6 +119,7 @@ class Pipeline:
         """
         generation = self._generation
         route = group = None
+        plan: Plan = ()  # the route's limits, spent below
         routed = action is None
         if action is None:
             match = matched or self.authorizer.match_route(attempt.method, attempt.path)
@@ -144,7 +145,8 @@ class Pipeline:
             # (made-up X-Tenant-ID values would each get a fresh counter); a refusal is answered
             # after the limits are spent, so probing is limited too
             counted = tenant if decision.allow else (principal.tenant if principal else None)
-            await self.guard.check(attempt.path, group, principal, counted, attempt.ip)
+            plan = self.guard.plan(attempt.path, group, principal, counted)
+            await self.guard.spend(plan, attempt.ip)
         if not decision.allow:
             await self._deny(attempt, action, decision.reasons, principal, kind, tenant)
         admission = Admission(
@@ -153,7 +155,7 @@ class Pipeline:
         if principal is not None and principal.via == "api_key":
             self.key_uses.count(admission)  # every use, aggregated per key and second (L2)
         if cache_key is not None and routed:
-            self._remember(cache_key, admission, group, generation)
+            self._remember(cache_key, admission, plan, generation)
         return admission
 
     async def authorize(
@@ -343,9 +345,9 @@ class Pipeline:
         self._generation += 1
         self._admitted.clear()
 
-    def _remember(
-        self, key: Hashable, admission: Admission, group: str | None, generation: int
-    ) -> None:
+    def _remember(self, key: Hashable, admission: Admission, plan: Plan, generation: int) -> None:
+        """Keep a JWT admission for ``admit_cached``, with the limits it spent (``plan``: the
+        tenant it counted is the admitted one, as it would be again)."""
         principal, attempt = admission.principal, admission.attempt
         if principal is None or principal.via != "jwt" or principal.expires_at is None:
             return
@@ -357,7 +359,6 @@ class Pipeline:
             self._admitted.clear()
         ttl = self._bus.cache_ttl(self.config.remember_ttl)
         until = min(principal.expires_at, self.clock() + ttl)
-        plan = self.guard.plan(attempt.path, group, principal, admission.tenant)
         self._admitted[key] = _Admitted(admission, plan, until, self.authorizer.version)
 
 

@@ -320,6 +320,15 @@ MALFORMED = "malformed token"
 NOT_ALLOWED = "algorithm not allowed"
 HEADER = "token header not allowed"
 DATES = "token lacks valid exp, nbf or iat"
+CONTROL = "control character"
+
+
+def _raw_text(**extra: Any) -> Callable[[Use], str]:
+    """Claims serialised without escaping (UTF-8 as it is): a control character raw in the text."""
+    return lambda u: u.token(
+        claims=json.dumps({**u.claims(), **extra}, ensure_ascii=False).encode()
+    )
+
 
 CASES: dict[str, Case] = {
     # positive controls: the matrix's own tokens are acceptable
@@ -397,6 +406,19 @@ CASES: dict[str, Case] = {
     "sub-missing": Case(_claims(sub=None), "token lacks sub"),
     "sub-empty": Case(_claims(sub=""), "token lacks sub"),
     "sub-number": Case(_claims(sub=42), "token lacks sub"),
+    # control characters (E7) in every spelling JSON has: escaped, raw, in a list, in a name
+    "claim-control-escaped-nul": Case(_claims(email="a\x00b@example.test"), CONTROL),
+    "claim-control-escaped-newline": Case(_claims(preferred_username="sam\nadmin"), CONTROL),
+    "claim-control-raw-u2028": Case(_raw_text(name="a\u2028b"), CONTROL),
+    "claim-control-raw-c1": Case(_raw_text(name="a\x85b"), CONTROL),
+    "claim-control-raw-del": Case(_raw_text(name="a\x7fb"), CONTROL),
+    "claim-control-in-a-list": Case(_claims(roles=["reader", "a\x1bb"]), CONTROL),
+    "claim-control-in-a-name": Case(_raw_text(**{"x\x85y": "v"}), CONTROL),
+    "claim-lone-surrogate-escaped": Case(lambda u: u.token(claims=json.dumps(u.claims())[:-1].encode() + b', "name": "\\ud800"}'), CONTROL),
+    # positive controls for the one-scan shortcut: JSON whitespace and harmless escapes
+    "genuine-pretty-printed": Case(lambda u: u.token(claims=json.dumps(u.claims(), indent=2).encode()), None),
+    "genuine-escaped-accent": Case(_claims(name="caf\u00e9 \u4e2d"), None),
+    "genuine-raw-utf8": Case(_raw_text(name="caf\u00e9 \u4e2d"), None),
 }  # fmt: skip
 
 
