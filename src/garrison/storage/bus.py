@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 
 import redis
-import redis.asyncio as aioredis
+
+from garrison.storage import redis_client
+from garrison.storage.redis_client import RedisTarget
 
 log = logging.getLogger("garrison.bus")
 
@@ -75,11 +77,11 @@ class InvalidationBus:
 class RedisBus(InvalidationBus):
     cross_process = True
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, target: RedisTarget, prefix: str) -> None:
         super().__init__()
-        self.url = url
+        self.target = target
         self.channel = f"{prefix}:invalidate"
-        self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._sync = target.client()
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self._last_warning = 0.0
@@ -110,12 +112,12 @@ class RedisBus(InvalidationBus):
             self._task = None
 
     def close(self) -> None:
-        self._sync.close()
+        redis_client.close(self._sync)
 
     async def _listen(self) -> None:
         delay = 0.1
         while True:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
+            client = self.target.async_client(read_timeout=None)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
@@ -138,4 +140,4 @@ class RedisBus(InvalidationBus):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
             finally:
-                await client.aclose()
+                await redis_client.aclose(client)
