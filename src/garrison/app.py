@@ -242,7 +242,7 @@ def build_services(
     if settings.redis_url:
         target = redis_target(settings.redis_url)  # ConfigError naming REDIS_URL
         client = target.client()
-        bus = RedisBus(target, settings.redis_prefix)
+        bus = RedisBus(target, settings.redis_prefix, client)  # one client, one pool
     limiter: Limiter = (
         RedisLimiter(client, settings.redis_prefix)
         if settings.use_redis_limiter and client is not None

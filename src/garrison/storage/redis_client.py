@@ -246,3 +246,24 @@ async def aclose(client: aioredis.Redis) -> None:
     manager = getattr(client.connection_pool, "sentinel_manager", None)
     if isinstance(manager, aiosentinel.Sentinel):
         await manager.aclose()
+
+
+async def primary_address(client: aioredis.Redis) -> tuple[str, int] | None:
+    """Where the Sentinels say ``client``'s primary is now; None for a single server, or when no
+    Sentinel answers (the connection's own failure tells then)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    service = getattr(client.connection_pool, "service_name", None)
+    if not isinstance(manager, aiosentinel.Sentinel) or not isinstance(service, str):
+        return None
+    try:
+        host, port = await manager.discover_master(service)
+    except (redis.RedisError, OSError):
+        return None
+    return str(host), int(port)
+
+
+def drop_connections(client: redis.Redis) -> None:
+    """Close every connection of ``client``'s pool; each next command connects again (for a
+    Sentinel set: to the primary the Sentinels name then). A command in flight on one of them
+    fails, or is retried by redis-py on a new connection."""
+    client.connection_pool.disconnect()
