@@ -65,10 +65,11 @@ from garrison.ratelimit.guard import RateGuard
 from garrison.ratelimit.lease import LeasedLimiter, LocalLimiter, RequestLimiter
 from garrison.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter
 from garrison.ratelimit.rules import RateLimitConfig, RateRules
-from garrison.storage import migrate
+from garrison.storage import migrate, redis_client
 from garrison.storage.bus import InvalidationBus, RedisBus
 from garrison.storage.db import Database
 from garrison.storage.files import private_dir
+from garrison.storage.redis_client import redis_target
 from garrison.tenancy.dbroles import runtime_role_problems
 from garrison.tokens.jwt import TokenCodec
 from garrison.usecases import AdminActions
@@ -114,7 +115,7 @@ class Services:
         self.db.dispose()
         self.bus.close()
         if self.redis is not None:
-            self.redis.close()
+            redis_client.close(self.redis)
 
 
 def data_dir(settings: Settings) -> Path:
@@ -239,10 +240,9 @@ def build_services(
     client: redis.Redis | None = None
     bus: InvalidationBus = InvalidationBus()
     if settings.redis_url:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
-        bus = RedisBus(settings.redis_url, settings.redis_prefix)
+        target = redis_target(settings.redis_url)  # ConfigError naming REDIS_URL
+        client = target.client()
+        bus = RedisBus(target, settings.redis_prefix, client)  # one client, one pool
     limiter: Limiter = (
         RedisLimiter(client, settings.redis_prefix)
         if settings.use_redis_limiter and client is not None

@@ -61,16 +61,20 @@ def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.05) ->
 class PrivateRedis:
     """``redis-server`` on its own port and directory, without persistence; stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.binary = need("redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = Path(tempfile.mkdtemp(prefix="garrison-fault-redis-"))
+        self.extra = list(extra)  # more redis-server options (--replicaof HOST PORT)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
 
     def start(self) -> None:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        cmd += ["--appendonly", "no", "--dir", str(self.dir)]
+        cmd += ["--appendonly", "no", "--dir", str(self.dir), *self.extra]
         log = (self.dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
@@ -88,6 +92,66 @@ class PrivateRedis:
 
     def close(self) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivateSentinel:
+    """``redis-sentinel`` on its own port and directory, watching ``primary`` as ``service``
+    (quorum 2 of 3), with short timeouts: a primary unreachable for 1 s is down."""
+
+    def __init__(self, primary_port: int, service: str = "mymaster") -> None:
+        self.binary = need("redis-sentinel")
+        self.port = free_port()
+        self.service = service
+        self.dir = Path(tempfile.mkdtemp(prefix="garrison-fault-sentinel-"))
+        self.config = self.dir / "sentinel.conf"
+        self.config.write_text(  # Sentinel rewrites its configuration: a file of its own
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel failover-timeout {service} 10000\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        log = (self.dir / "sentinel.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, str(self.config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        client = self.client()
+        try:
+            wait_until(lambda: bool(client.ping()), 10)
+        finally:
+            client.close()
+
+    def master(self) -> dict[str, Any]:
+        """What this Sentinel knows of its primary (``SENTINEL MASTER``)."""
+        client = self.client()
+        try:
+            state = client.sentinel_master(self.service)
+            assert isinstance(state, dict)
+            return state
+        finally:
+            client.close()
+
+    def primary_port(self) -> int:
+        client = self.client()
+        try:
+            address = client.sentinel_get_master_addr_by_name(self.service)
+            assert isinstance(address, (list, tuple))
+            return int(address[1])
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

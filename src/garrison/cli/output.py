@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from garrison.errors import ConfigError, GarrisonError
 from garrison.storage.db import connection_problem, error_summary
@@ -34,9 +35,10 @@ def fail(
     if as_json:
         sys.stdout.write(json.dumps({"error": message, "problems": list(problems)}) + "\n")
     else:
-        err.print(f"[bold red]error:[/] {message}")
+        # messages quote settings, URLs and IPv6 hosts: their brackets are text, not markup
+        err.print(f"[bold red]error:[/] {escape(message)}")
         for problem in problems:
-            err.print(f"  - {problem}")
+            err.print(f"  - {escape(problem)}")
     raise typer.Exit(code)
 
 

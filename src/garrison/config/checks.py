@@ -19,6 +19,8 @@ from garrison.config.strength import (
     guesses_log10,
     secret_problem,
 )
+from garrison.errors import ConfigError
+from garrison.storage.redis_client import redis_target
 
 __all__ = [
     "KNOWN_WEAK",
@@ -74,4 +76,9 @@ def production_problems(settings: Settings) -> list[str]:
         found.append("GARRISON_CORS_ORIGINS: a wildcard origin is refused in production")
     if settings.use_redis_limiter and not settings.redis_url:
         found.append("REDIS_URL: USE_REDIS_LIMITER is on but REDIS_URL is empty")
+    if settings.redis_url:
+        try:
+            redis_target(settings.redis_url)
+        except ConfigError as exc:
+            found.extend(exc.problems)
     return found

@@ -18,8 +18,10 @@ from garrison.doctor.context import DoctorContext
 from garrison.doctor.identity import judge_protected
 from garrison.doctor.model import Area, Outcome, Skip, failed, passed, skipped, warned
 from garrison.doctor.registry import Checks
+from garrison.errors import ConfigError
 from garrison.keys.keyring import DAY
-from garrison.storage import migrate
+from garrison.storage import migrate, redis_client
+from garrison.storage.redis_client import redis_target
 
 checks = Checks(Area.OPERATIONS)
 
@@ -171,14 +173,18 @@ def redis_reachable(ctx: DoctorContext) -> Outcome:
     url = ctx.settings.redis_url
     if not url:
         return skipped("REDIS_URL unset")
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        target = redis_target(url)
+    except ConfigError as exc:
+        return failed("; ".join(exc.problems))
+    client = target.client()
     try:
         client.ping()
     except redis.RedisError as exc:
-        return failed(f"no answer: {exc}")
+        return failed(f"no answer from {target.describe()}: {exc}")
     finally:
-        client.close()
-    return passed("PING answered")
+        redis_client.close(client)
+    return passed(f"PING answered by {target.describe()}")
 
 
 @checks.add(

@@ -289,6 +289,7 @@ class MemoryFailureStore:
 
 
 # -- Redis ---------------------------------------------------------------------------------------
+# Keys are ``<prefix>:{lf}:<scope>:ip|acct|pair:...``: one hash tag, one Cluster slot (see below).
 # Windows are hashes {n, reset, alerted}; pairs are hashes {n, until, expires}. Every timestamp is
 # the caller's clock (ARGV[1]); a record whose timestamps have passed counts as empty, whatever
 # its TTL, which only frees the memory. Numbers come back as strings: Redis truncates Lua floats.
@@ -409,7 +410,11 @@ return -1
 
 class RedisFailureStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._prefix = f"{prefix}:lf:"
+        # One Lua call touches an ip, an account and a pair counter, and an ip's counter is shared
+        # by every account (and an account's by every address): on Redis Cluster they can only
+        # share a slot if every failure counter does. The hash tag ``{lf}`` comes before any
+        # account name, so a name with braces in it cannot move its keys to a slot of its own.
+        self._prefix = f"{prefix}:{{lf}}:"
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._settle = client.register_script(_SETTLE)

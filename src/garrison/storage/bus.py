@@ -7,6 +7,17 @@ replica is disconnected, ``live`` is False and its caches keep entries one secon
 without Redis), so a user disabled during a Redis outage is refused within a second even then
 (A4). Reconnection is retried every ``RECONNECT_MAX`` seconds at most: the caches are trusted again
 within a second of Redis coming back.
+
+With a Sentinel set (``redis+sentinel://``) a failover is one more way to lose messages: a primary
+demoted by ``SENTINEL FAILOVER`` keeps serving the clients already connected to it until Sentinel
+reconfigures it (about ten seconds later), so for that long a replica that still publishes to it
+and one already subscribed to the new primary do not hear each other. So the bus asks the
+Sentinels where the primary is every ``PRIMARY_POLL`` seconds; when it moved, it closes every
+connection of the shared client (the limiter's, the throttles', its own publisher's: each next
+command goes to the new primary), re-subscribes at the new primary, dropping the caches, and keeps
+``live`` False for ``SWITCH_SETTLE`` seconds more, the time every other replica needs to notice
+the move too: a message one of them still sent to the old primary can leave no entry older than
+a second.
 """
 
 from __future__ import annotations
@@ -20,6 +31,9 @@ from collections.abc import Callable
 import redis
 import redis.asyncio as aioredis
 
+from garrison.storage import redis_client
+from garrison.storage.redis_client import RedisTarget
+
 log = logging.getLogger("garrison.bus")
 
 Listener = Callable[[str, str], None]  # (kind, id); kind "reset" means drop everything
@@ -28,6 +42,15 @@ Listener = Callable[[str, str], None]  # (kind, id); kind "reset" means drop eve
 RECONNECT_MAX = 0.5
 #: The longest a cache may keep an entry while no message from other processes can arrive.
 UNCONNECTED_TTL = 1.0
+#: How often a bus on a Sentinel set asks where the primary is (seconds).
+PRIMARY_POLL = 0.5
+#: How long after re-subscribing at a new primary the caches stay short (seconds): every other
+#: replica's bus has noticed the move by then (``PRIMARY_POLL``, and a Sentinel's answer).
+SWITCH_SETTLE = 1.0
+
+
+class PrimaryMoved(Exception):
+    """The Sentinel set's primary is no longer the server this subscription is connected to."""
 
 
 class InvalidationBus:
@@ -75,11 +98,14 @@ class InvalidationBus:
 class RedisBus(InvalidationBus):
     cross_process = True
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, target: RedisTarget, prefix: str, client: redis.Redis | None = None) -> None:
+        """``client``: the process's shared client (its connections are closed when the primary
+        moves); without one the bus makes its own."""
         super().__init__()
-        self.url = url
+        self.target = target
         self.channel = f"{prefix}:invalidate"
-        self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._owns_sync = client is None
+        self._sync = target.client() if client is None else client
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self._last_warning = 0.0
@@ -110,32 +136,75 @@ class RedisBus(InvalidationBus):
             self._task = None
 
     def close(self) -> None:
-        self._sync.close()
+        if self._owns_sync:
+            redis_client.close(self._sync)
 
     async def _listen(self) -> None:
         delay = 0.1
         while True:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
+            client = self.target.async_client(read_timeout=None)
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    self._deliver("reset", "*")
-                    self.connected.set()
-                    delay = 0.1
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        data = message["data"]
-                        text = data.decode() if isinstance(data, bytes) else str(data)
-                        kind, _, ident = text.partition(":")
-                        self._deliver(kind, ident)
+                await self._subscription(client)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection lost: caches may be stale, drop them
+            except Exception as exc:  # connection lost or primary moved: caches may be stale
                 self.connected.clear()
                 self._deliver("reset", "*")
-                log.warning("invalidation bus disconnected (%s); retrying", exc)
+                if isinstance(exc, PrimaryMoved):
+                    log.warning("Redis primary moved (%s); re-subscribing", exc)
+                    delay = 0.0
+                else:
+                    log.warning("invalidation bus disconnected (%s); retrying", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
+                delay = min(max(delay, 0.05) * 2, RECONNECT_MAX)
             finally:
-                await client.aclose()
+                await redis_client.aclose(client)
+
+    async def _subscription(self, client: aioredis.Redis) -> None:
+        """Deliver messages until the connection fails or (Sentinel) the primary moves."""
+        async with client.pubsub() as pubsub:
+            await pubsub.subscribe(self.channel)
+            self._deliver("reset", "*")
+            reader = asyncio.create_task(self._read(pubsub))
+            tasks = {reader}
+            if self.target.is_sentinel:
+                connection = pubsub.connection
+                at = (connection.host, connection.port) if connection is not None else None
+                tasks.add(asyncio.create_task(self._watch(client, at)))
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            for task in done:
+                task.result()  # the reader's error, or PrimaryMoved
+            raise ConnectionError("subscription ended")
+
+    async def _read(self, pubsub: aioredis.client.PubSub) -> None:
+        if self._switched:
+            await asyncio.sleep(SWITCH_SETTLE)  # let every replica find the new primary first
+            self._switched = False
+        self.connected.set()
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            data = message["data"]
+            text = data.decode() if isinstance(data, bytes) else str(data)
+            kind, _, ident = text.partition(":")
+            self._deliver(kind, ident)
+
+    _switched = False
+
+    async def _watch(self, client: aioredis.Redis, at: tuple[str, int] | None) -> None:
+        """Return (raising ``PrimaryMoved``) once the Sentinels name another primary than ``at``;
+        close the shared client's connections first, so its next commands follow."""
+        while True:
+            await asyncio.sleep(PRIMARY_POLL)
+            now = await redis_client.primary_address(client)
+            if now is not None and at is not None and now != at:
+                redis_client.drop_connections(self._sync)
+                self._switched = True
+                raise PrimaryMoved(f"{at[0]}:{at[1]} -> {now[0]}:{now[1]}")

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -45,12 +46,48 @@ ALL_TENANTS = "*"
 
 
 def normalise_url(url: str) -> str:
-    """Accept the usual DSN spellings and pin the psycopg 3 driver for PostgreSQL."""
+    """Accept the usual DSN spellings and pin the psycopg 3 driver for PostgreSQL.
+
+    libpq's several-host form, ``postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write``
+    (each host tried in turn until one accepts, and is writable), is rewritten to the
+    ``?host=h1,h2&port=5432,5432`` spelling SQLAlchemy reads; libpq gets the same list.
+    """
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("postgresql+psycopg://"):
+        url = _hosts_in_query(url)
     return url
+
+
+def _hosts_in_query(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return url
+    hosts: list[str] = []
+    ports: list[str] = []
+    for member in hostlist.split(","):
+        bad = False
+        if member.startswith("["):  # [IPv6]:port
+            host, bracket, port = member[1:].partition("]")
+            bad = not bracket or not (port == "" or port.startswith(":"))
+            port = port.removeprefix(":")
+        else:
+            host, _, port = member.partition(":")
+        if bad or not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ConfigError([f"DATABASE_URL: cannot read the host {member!r} of its host list"])
+        hosts.append(host)
+        ports.append(port)
+    path, _, query = tail.partition("?")
+    listed = "host=" + quote(",".join(hosts), safe=",:")
+    if any(ports):
+        listed += "&port=" + ",".join(ports)
+    query = f"{query}&{listed}" if query else listed
+    return f"{scheme}://{userinfo}{at}{path or '/'}?{query}"
 
 
 class Database:
@@ -87,15 +124,18 @@ class Database:
             timeout = (
                 {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
             )
-            self.engine = sa.create_engine(
-                self.url,
-                hide_parameters=True,
-                connect_args=timeout,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                pool_pre_ping=True,
-            )
+            try:
+                self.engine = sa.create_engine(
+                    self.url,
+                    hide_parameters=True,
+                    connect_args=timeout,
+                    pool_size=pool_size,
+                    max_overflow=max_overflow,
+                    pool_timeout=pool_timeout,
+                    pool_pre_ping=True,
+                )
+            except sa.exc.ArgumentError as exc:  # a host list SQLAlchemy cannot read
+                raise ConfigError([f"DATABASE_URL: {exc}"]) from None
         else:
             raise ConfigError([f"DATABASE_URL: unsupported database {self.dialect!r}"])
 

@@ -250,3 +250,21 @@ def test_rs256_fails_in_production_until_a_rotation_moves_the_live_key(
     assert (
         run_ids(dev, "tokens.signing-algorithm")["tokens.signing-algorithm"].status is Status.WARN
     )
+
+
+@pytest.mark.req("C3", "O4")
+def test_a_host_list_dsn_passes_the_configuration_and_storage_checks(
+    load: LoadSettings, role_database: RoleDatabase
+) -> None:
+    # a standby-or-gone first host, then the real one; libpq keeps the first writable one
+    closed = f"127.0.0.1:{free_port()}"
+    listed = role_database.app_url.replace("127.0.0.1:5432", f"{closed},127.0.0.1:5432", 1)
+    assert closed in listed
+    storage_url = listed + "?target_session_attrs=read-write"
+    settings = load(**production_env(storage_url + "&sslmode=require"))
+    results = run_ids(
+        DoctorContext(settings, storage_url=storage_url), *STORAGE_IDS, "operations.database-url"
+    )
+    assert {i: c.status for i, c in results.items()} == dict.fromkeys(
+        (*STORAGE_IDS, "operations.database-url"), Status.PASS
+    ), results
