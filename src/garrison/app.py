@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -55,6 +55,8 @@ from garrison.observability.metrics import Metrics
 from garrison.observability.tracing import Tracing
 from garrison.policy import Authorizer, PolicyConfig
 from garrison.policy.engine import DEFAULTS_DIR
+from garrison.policy.registry import registry_for
+from garrison.policy.tables import TestReport, run_policy_tests
 from garrison.ratelimit.failures import (
     FailurePolicy,
     FailureThrottle,
@@ -440,6 +442,35 @@ def policy_config(settings: Settings) -> PolicyConfig:
         jwt_required_for_admin=settings.jwt_required_for_admin,
         mfa_required_for_admin=settings.mfa_required_for_admin,
     )
+
+
+def configured_policy_tests(settings: Settings) -> TestReport:
+    """``garrison policy test`` without a PATH, and the console's policies page: the configured
+    policy set (its registry and ``GARRISON_POLICY_DIR``) validated, its decision tables run."""
+    config = policy_config(settings)
+    return run_policy_tests(registry_for(config), config.policy_dir)
+
+
+def vault_status(svc: Services) -> dict[str, Any]:
+    """``garrison vault status`` and the console's vault page (V3): rows per KEK version of the
+    vault's secrets, the users' sealed emails and the TOTP seeds, and which versions are
+    configured and current."""
+    counts = svc.vault.versions()
+    emails = svc.users.email_versions()
+    seeds = svc.auth.mfa.store.versions() if svc.auth.mfa is not None else {}
+    keys = svc.vault.keys
+    rows = [
+        {
+            "key_version": v,
+            "secrets": counts.get(v, 0),
+            "emails": emails.get(v, 0),
+            "mfa_seeds": seeds.get(v, 0),  # TOTP seeds sealed under the same keys (A14)
+            "current": v == keys.current,
+            "configured": keys.knows(v),
+        }
+        for v in sorted(set(counts) | set(emails) | set(seeds))
+    ]
+    return {"current_version": keys.current, "versions": rows}
 
 
 def rate_limit_config(settings: Settings) -> RateLimitConfig:

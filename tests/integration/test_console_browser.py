@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from garrison.identity.totp import code_at
 from tests.support import IN_CI, LiveServer, base_env, run_cli, unavailable
 
 pytestmark = pytest.mark.timeout(300)
@@ -42,9 +44,13 @@ def garrison(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         ("boss", ["admin"], "acme"),
         ("anna", ["user"], "acme"),
         ("gus", ["user"], "globex"),
+        ("mia", ["admin"], None),  # signs in with a second factor
+        ("dora", ["user"], "acme"),  # the self-service pages
+        ("walt", ["user"], "acme"),  # an administrator chose his password: he must change it
     ]
     for name, roles, tenant in people:
-        args = ["users", "create", "--username", name, "--password-stdin", "--no-password-change"]
+        args = ["users", "create", "--username", name, "--password-stdin"]
+        args += [] if name == "walt" else ["--no-password-change"]
         args += [a for r in roles for a in ("--role", r)]
         args += ["--tenant", tenant] if tenant else []
         made = run_cli(*args, env=env, stdin=PASSWORD + "\n")
@@ -144,13 +150,40 @@ def shoot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 860})
 
 
-def sign_in(page: Any, base: str, username: str) -> None:
+def sign_in(
+    page: Any, base: str, username: str, *, password: str = PASSWORD, lands: str = "/console/users"
+) -> None:
     page.goto(f"{base}/")  # redirected to the sign-in page
     assert page.url == f"{base}/console"
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_label("Password").press("Enter")  # the keyboard submits the form
-    page.wait_for_url(f"{base}/console/users")
+    page.wait_for_url(f"{base}{lands}")
+
+
+def unlabelled(page: Any) -> list[str]:
+    """Every visible form control without an accessible label (keyboard and screen-reader use)."""
+    found: list[str] = page.eval_on_selector_all(
+        "input:not([type=hidden]), select, textarea, button",
+        """els => els.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                && !e.getAttribute('aria-labelledby') && !(e.tagName === 'BUTTON' && e.innerText.trim()))
+               .map(e => e.outerHTML)""",
+    )
+    return found
+
+
+def api_login(base: str, username: str, password: str = PASSWORD) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{base}/auth/login", json={"username": username, "password": password}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def me(base: str, token: str) -> int:
+    answer = httpx.get(f"{base}/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return answer.status_code
 
 
 @pytest.mark.req("U1")
@@ -304,4 +337,224 @@ def test_a_form_posted_from_another_origin_is_refused(
     assert "mallory" not in page.locator("tbody").inner_text()
     with contextlib.suppress(Exception):
         page.close()
+    assert messages.csp() == [], messages.lines
+
+
+def _next_code(secret: str) -> str:
+    """A code of the step after the one just used: each step's code works once (ASVS 6.5.1),
+    and the next step is within the drift the server accepts."""
+    return code_at(secret, time.time() + 30)
+
+
+@pytest.mark.req("A14")
+@pytest.mark.req("U1")
+@pytest.mark.asvs("V6.3.3")
+def test_an_admin_signs_in_with_a_second_factor(
+    garrison: LiveServer, context: Any, messages: Messages
+) -> None:
+    base = garrison.url
+    # enrol mia's authenticator over the API, as an app would
+    token = api_login(base, "mia")["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    enrol = httpx.post(f"{base}/auth/mfa/totp", headers=bearer, timeout=10)
+    assert enrol.status_code == 200, enrol.text
+    secret = enrol.json()["secret"]
+    confirm = httpx.post(
+        f"{base}/auth/mfa/totp/confirm",
+        headers=bearer,
+        json={"code": code_at(secret, time.time())},
+        timeout=10,
+    )
+    assert confirm.status_code == 200, confirm.text
+
+    page = messages.watch(context.new_page())
+    page.goto(f"{base}/console")
+    page.get_by_label("Username").fill("mia")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("heading", name="Second step").is_visible()
+    assert not [c for c in context.cookies() if c["name"] == "__Host-garrison_session"]
+    assert unlabelled(page) == []
+    shoot(page, "sign-in-code")
+    wrong = next(c for c in ("000000", "111111", "222222") if c not in _valid_codes(secret))
+    page.get_by_label("Code").fill(wrong)
+    page.get_by_label("Code").press("Enter")
+    assert "That code is not valid." in page.get_by_role("alert").inner_text()
+    page.get_by_label("Code").fill(_next_code(secret))
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{base}/console/users")
+    assert "mia" in page.locator("header").inner_text()
+    page.get_by_role("link", name="Account").click()
+    facts = page.locator("dl.facts").inner_text()
+    assert "pwd + otp" in facts
+    assert "authenticator app on" in page.locator("main").inner_text()
+    assert messages.csp() == [], messages.lines
+
+
+def _valid_codes(secret: str) -> set[str]:
+    now = time.time()
+    return {code_at(secret, now + d) for d in (-60, -30, 0, 30, 60)}
+
+
+@pytest.mark.req("A15")
+@pytest.mark.req("A16")
+@pytest.mark.req("U1")
+def test_a_user_changes_their_password_and_ends_a_session(
+    garrison: LiveServer, context: Any, messages: Messages
+) -> None:
+    base = garrison.url
+    elsewhere = api_login(base, "dora")  # another device's session
+    assert me(base, elsewhere["access_token"]) == 200
+    page = messages.watch(context.new_page())
+    sign_in(page, base, "dora", lands="/console/account")  # no admin pages: her own account
+    nav = page.get_by_role("navigation", name="Sections").inner_text()
+    assert "Account" in nav
+    assert "Users" not in nav
+    rows = page.locator("table.sessions tbody tr")
+    assert rows.count() == 2
+    assert unlabelled(page) == []
+    shoot(page, "account")
+
+    # end the other session: its token stops at once
+    other = page.locator("table.sessions tbody tr:not(.current)")
+    other.get_by_role("button", name=re.compile(r"^End session ")).click()
+    assert page.get_by_role("status").inner_text() == "Session ended."
+    assert page.locator("table.sessions tbody tr").count() == 1
+    assert me(base, elsewhere["access_token"]) == 401
+
+    # her own API key: created, shown once, working, revoked
+    page.get_by_label("Scopes (actions, space-separated)").fill("ticket.read")
+    page.get_by_label("Name (optional)").fill("script")
+    page.get_by_role("button", name="Create API key").click()
+    key = page.locator("code.key").inner_text().strip()
+    assert me(base, key) == 200
+    page.get_by_role("button", name=re.compile(r"^Revoke API key ")).click()
+    assert "API key revoked." in page.get_by_role("status").inner_text()
+    assert me(base, key) == 401
+
+    # change the password: every other session ends, this one lives on
+    third = api_login(base, "dora")
+    page.get_by_role("link", name="Change your password").click()
+    new = "violet ledger quarry trombone 7"
+    page.get_by_label("Current password").fill("not her password")
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("Repeat the new password").fill(new)
+    page.get_by_role("button", name="Change password").click()
+    assert "current password does not match" in page.get_by_role("alert").inner_text()
+    page.goto(f"{base}/console/account/password")
+    assert unlabelled(page) == []
+    shoot(page, "password")
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("Repeat the new password").fill(new)
+    page.get_by_label("Repeat the new password").press("Enter")
+    page.wait_for_url(f"{base}/console/account?done=password")
+    assert "Password changed." in page.get_by_role("status").inner_text()
+    assert me(base, third["access_token"]) == 401
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{base}/console")
+    sign_in(page, base, "dora", password=new, lands="/console/account")
+    assert messages.csp() == [], messages.lines
+
+
+@pytest.mark.req("A14")
+@pytest.mark.req("U1")
+def test_a_user_enrols_and_removes_an_authenticator(
+    garrison: LiveServer, context: Any, messages: Messages
+) -> None:
+    base = garrison.url
+    page = messages.watch(context.new_page())
+    sign_in(page, base, "anna", lands="/console/account")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    qr = page.get_by_role("img", name=re.compile("QR code"))
+    assert qr.get_attribute("src").startswith("data:image/svg+xml")  # drawn here, no third party
+    assert qr.evaluate("img => img.complete && img.naturalWidth > 0")
+    secret = page.locator("code.key").inner_text().replace(" ", "")
+    assert unlabelled(page) == []
+    shoot(page, "mfa-setup")
+    page.get_by_label("Code from the app").fill("12345")  # not a code at all
+    page.get_by_role("button", name="Confirm").click()
+    assert "does not match" in page.get_by_role("alert").inner_text()
+    assert page.locator("code.key").inner_text().replace(" ", "") == secret  # the same enrolment
+    page.get_by_label("Code from the app").fill(code_at(secret, time.time()))
+    page.get_by_role("button", name="Confirm").click()
+    codes = page.locator("ul.codes li").all_inner_texts()
+    assert len(codes) == 10
+    shoot(page, "mfa-done")
+    page.get_by_role("link", name="Back to your account").click()
+    assert "authenticator app on" in page.locator("main").inner_text()
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("A current code or a recovery code").fill(codes[0])
+    page.get_by_role("button", name="Remove the authenticator").click()
+    assert "The authenticator was removed" in page.get_by_role("status").inner_text()
+    assert api_login(base, "anna").get("access_token")  # the password alone signs in again
+    assert messages.csp() == [], messages.lines
+
+
+@pytest.mark.req("A15")
+@pytest.mark.asvs("V6.4.1")
+def test_a_password_set_by_an_admin_leads_to_the_change_page(
+    garrison: LiveServer, context: Any, messages: Messages
+) -> None:
+    base = garrison.url
+    page = messages.watch(context.new_page())
+    sign_in(page, base, "walt", lands="/console/account/password")
+    assert "choose your own" in page.get_by_role("status").inner_text()
+    page.goto(f"{base}/console/account")  # anything else leads back here, never a dead end
+    assert page.url == f"{base}/console/account/password"
+    new = "copper lantern meadow 19 orbit"
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("Repeat the new password").fill(new)
+    page.get_by_role("button", name="Change password").click()
+    page.wait_for_url(f"{base}/console/account?done=password")
+    assert "Password changed." in page.get_by_role("status").inner_text()
+    assert "walt" in page.locator("dl.facts").inner_text()  # the refreshed session may
+    assert messages.csp() == [], messages.lines
+
+
+@pytest.mark.req("U1")
+@pytest.mark.req("Z4")
+@pytest.mark.req("O4")
+def test_an_admin_reads_policies_doctor_and_vault(
+    garrison: LiveServer, context: Any, messages: Messages
+) -> None:
+    base = garrison.url
+    page = messages.watch(context.new_page())
+    sign_in(page, base, "root")
+    page.get_by_role("link", name="Policies").click()
+    assert "Policy tests pass" in page.get_by_role("status").inner_text()
+    assert page.locator("table.cases tbody tr").count() > 100
+    shoot(page, "policies")
+
+    page.get_by_role("link", name="Why was this denied?").click()
+    page.get_by_label("Action").fill("ticket.close")
+    page.get_by_label("Id", exact=True).first.fill("sam")
+    page.get_by_label("Roles (space-separated)").fill("support")
+    page.get_by_role("button", name="Decide").click()
+    verdict = page.get_by_role("status").inner_text()
+    assert "Denied" in verdict
+    assert "missing parameter: reason" in verdict
+    page.get_by_label("Parameters (name=value, one a line)").fill("reason=duplicate")
+    page.get_by_role("button", name="Decide").click()
+    assert "Allowed" in page.get_by_role("status").inner_text()
+    assert unlabelled(page) == []
+    shoot(page, "decide")
+
+    page.get_by_role("link", name="Doctor").click()
+    assert re.search(r"\d+ pass, \d+ warn, \d+ fail, \d+ skip", page.locator("main").inner_text())
+    assert page.locator("table.doctor tbody tr").count() > 5
+    shoot(page, "doctor")
+    page.get_by_role("link", name="Vault").click()
+    assert "Current key version" in page.locator("dl.facts").inner_text()
+    assert page.locator("table.vault tbody tr").count() >= 1
+    shoot(page, "vault")
+    assert messages.csp() == [], messages.lines
+
+    # a tenant admin: the policy keeps these platform-wide pages from it
+    tenant = messages.watch(context.browser.new_context().new_page())
+    sign_in(tenant, base, "boss")
+    for path in ("/console/policies", "/console/doctor", "/console/vault"):
+        tenant.goto(f"{base}{path}")
+        assert "platform identity required" in tenant.get_by_role("alert").inner_text()
     assert messages.csp() == [], messages.lines

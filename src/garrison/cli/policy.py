@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from garrison.app import policy_config
+from garrison.app import configured_policy_tests, policy_config
 from garrison.cli.context import state
 from garrison.cli.output import emit, errors_as_exit, fail, out
 from garrison.config import Settings, load_settings
@@ -31,27 +31,28 @@ PathArg = Annotated[
 def run_tests(ctx: typer.Context, path: PathArg = None, as_json: JsonOpt = False) -> None:
     """Validate the policies against their schema and run the decision tables beside them."""
     with errors_as_exit(as_json):
-        registry, directory = _target(ctx, path)
-        report = run_policy_tests(registry, directory)
+        if path is None:  # the configured set: the same report as the console's policies page
+            report = configured_policy_tests(state(ctx).load(check_production=False))
+        else:
+            registry, directory = _target(ctx, path)
+            report = run_policy_tests(registry, directory)
     if not report.ok:
         if as_json:
             emit(report.as_dict(), True)
             raise typer.Exit(1)
         _print(report)
-        fail(f"policy tests failed in {directory}", code=1)
+        fail(f"policy tests failed in {report.directory}", code=1)
     emit(report.as_dict(), as_json, lambda: _print(report))
 
 
-def _target(ctx: typer.Context, path: Path | None) -> tuple[Registry, Path]:
-    if path is not None and path.is_file():
+def _target(ctx: typer.Context, path: Path) -> tuple[Registry, Path]:
+    if path.is_file():
         chosen = policy_config(
             load_settings({"GARRISON_CONFIG": str(path)}, check_production=False)
         )
         return registry_for(chosen), chosen.policy_dir
     settings: Settings = state(ctx).load(check_production=False)
     config = policy_config(settings)
-    if path is None:
-        return registry_for(config), config.policy_dir
     own = path / "registry.toml"
     return (load_registry_file(own) if own.is_file() else registry_for(config)), path
 

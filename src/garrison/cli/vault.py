@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from garrison.app import vault_status
 from garrison.audit.event import AuditEvent
 from garrison.cli.context import state
 from garrison.cli.output import emit, err, errors_as_exit, fail, out
@@ -38,25 +39,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Secrets per key version; which versions are configured and which is current."""
     svc = state(ctx).services()
     with errors_as_exit(as_json):
-        counts = svc.vault.versions()
-        emails = svc.users.email_versions()
-        seeds = svc.auth.mfa.store.versions() if svc.auth.mfa is not None else {}
-    keys = svc.vault.keys
-    rows = [
-        {
-            "key_version": v,
-            "secrets": counts.get(v, 0),
-            "emails": emails.get(v, 0),
-            "mfa_seeds": seeds.get(v, 0),  # TOTP seeds sealed under the same keys (A14)
-            "current": v == keys.current,
-            "configured": keys.knows(v),
-        }
-        for v in sorted(set(counts) | set(emails) | set(seeds))
-    ]
-    data = {"current_version": keys.current, "versions": rows}
+        data = vault_status(svc)
+    rows = data["versions"]
 
     def human() -> None:
-        out.print(f"current key version {keys.current}")
+        out.print(f"current key version {data['current_version']}")
         for row in rows:
             flag = "current" if row["current"] else "old" if row["configured"] else "NOT CONFIGURED"
             out.print(

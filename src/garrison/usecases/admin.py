@@ -20,12 +20,13 @@ from garrison.admission import Admission, Pipeline
 from garrison.admission.refusals import credential_of
 from garrison.audit.event import AuditEvent, AuditSink
 from garrison.clock import Clock
-from garrison.errors import ConflictError, ValidationError
+from garrison.errors import AuthenticationError, ConflictError, ValidationError
 from garrison.identity.apikeys import ApiKey, ApiKeyStore, parse_duration
 from garrison.identity.password_policy import temporary_password
 from garrison.identity.users import Revoked, User, UserStore, validate_tenant
 from garrison.keys.keyring import KeyInfo, Keyring
 from garrison.policy import Resource
+from garrison.principal import Principal
 from garrison.privacy import ErasureReport, erase_user, export_user
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
@@ -44,6 +45,21 @@ class Rotation:
 def user_resource(user: User) -> Resource:
     """A user record as the policy sees it: tenant-tagged, or a platform record."""
     return Resource(type="user", id=user.id, tenant=user.tenant, platform=user.tenant is None)
+
+
+#: the self-service action of the caller's own API keys (``own_actions.toml``)
+OWN_KEYS = "auth.api_keys"
+
+
+def _own_key(owner: str, tenant: str | None, key_id: str | None = None) -> Resource:
+    """An API key as the policy sees it: its owner (the ``owner`` rule) and its tenant."""
+    return Resource(type="api_key", id=key_id, tenant=tenant, platform=tenant is None, owner=owner)
+
+
+def _who(actor: Admission) -> Principal:
+    if actor.principal is None:  # a self-service action needs an authenticated caller
+        raise AuthenticationError("sign in first")
+    return actor.principal
 
 
 class AdminActions:
@@ -250,6 +266,39 @@ class AdminActions:
         await self.pipeline.authorize(actor, "admin.api_keys.revoke", resource=resource)
         revoked = await _run(lambda: self.api_keys.revoke(key.id))
         await self._audit(actor, "admin.api_key.revoke", tenant=key.tenant, key_id=key.id)
+        return revoked
+
+    # -- the caller's own API keys (self-service: ``auth.api_keys``) -------------------------------
+    async def own_api_keys(self, actor: Admission) -> list[ApiKey]:
+        """The caller's own keys, when the policy lets its role hold keys at all."""
+        who = _who(actor)
+        await self.pipeline.authorize(actor, OWN_KEYS, resource=_own_key(who.sub, who.tenant))
+        return await _run(lambda: self.api_keys.list_for(who.sub))
+
+    async def create_own_api_key(
+        self, actor: Admission, *, scopes: tuple[str, ...], name: str = "", expires_in: str | None
+    ) -> tuple[str, ApiKey]:
+        """A key for the caller itself, in its own tenant; the secret is returned this once."""
+        who = _who(actor)
+        seconds = parse_duration(expires_in) if expires_in else None
+        await self.pipeline.authorize(actor, OWN_KEYS, resource=_own_key(who.sub, who.tenant))
+        secret, key = await _run(
+            lambda: self.api_keys.create(
+                who.sub, scopes, tenant=who.tenant, name=name, expires_in=seconds
+            )
+        )
+        await self._audit(
+            actor, "auth.api_key_create", tenant=who.tenant, key_id=key.id, user_id=who.sub
+        )
+        return secret, key
+
+    async def revoke_own_api_key(self, actor: Admission, key_id: str) -> ApiKey:
+        """Revoke one of the caller's keys: the policy refuses another owner's (``owner``)."""
+        key = await _run(lambda: self.api_keys.get(key_id))
+        resource = _own_key(key.user_id, key.tenant, key.id)
+        await self.pipeline.authorize(actor, OWN_KEYS, resource=resource)
+        revoked = await _run(lambda: self.api_keys.revoke(key.id))
+        await self._audit(actor, "auth.api_key_revoke", tenant=key.tenant, key_id=key.id)
         return revoked
 
     # -- signing keys ----------------------------------------------------------------------------

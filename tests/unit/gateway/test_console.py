@@ -37,8 +37,11 @@ def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> str:
     """Sign in through the console's form; returns the CSRF token the pages echo."""
     answer = client.post("/console/login", data={"username": username, "password": password})
     assert answer.status_code == 303, answer.text
-    assert answer.headers["location"] == "/console/users"
+    assert answer.headers["location"] == "/console/home"
     assert SESSION in client.cookies
+    landing = client.get("/console/home")  # an admin lands on the users page
+    assert landing.status_code == 303, landing.text
+    assert landing.headers["location"] == "/console/users"
     assert CSRF in client.cookies
     page = client.get("/console/users")
     assert page.status_code == 200, page.text
@@ -253,3 +256,63 @@ def test_emergency_rotation_needs_the_confirmation(
     keys = services.keyring.list()
     assert len(keys) == len(before) + 1
     assert all(k.status == "revoked" for k in keys if k.kid in before)
+
+
+def _sign_in_as(client: TestClient, username: str) -> str:
+    """Sign in a user who is no admin: the landing page sends them to their own account."""
+    answer = client.post("/console/login", data={"username": username, "password": PASSWORD})
+    assert answer.status_code == 303, answer.text
+    landing = client.get(answer.headers["location"])
+    assert landing.status_code == 303
+    assert landing.headers["location"] == "/console/account"
+    page = client.get("/console/account")
+    assert page.status_code == 200, page.text
+    found = _HIDDEN.search(page.text)
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.mark.req("U1")
+@pytest.mark.req("Z3")
+def test_own_api_keys_are_their_owners_only(
+    browser: TestClient, services: Services, make_user: Callable[..., User]
+) -> None:
+    """Revoking another user's key through the self-service form is the policy's owner deny;
+    a caller whose role holds no keys cannot make one."""
+    anna = make_user("anna", roles=("user",), tenant="acme")
+    make_user("ben", roles=("user",), tenant="acme")
+    make_user("nobody", roles=(), tenant="acme")
+    token = _sign_in_as(browser, "anna")
+    made = browser.post(
+        "/console/account/api-keys", data={"scopes": "ticket.read", "csrf_token": token}
+    )
+    assert made.status_code == 201, made.text
+    (key,) = services.api_keys.list_for(anna.id)
+    browser.cookies.clear()
+    token = _sign_in_as(browser, "ben")
+    stolen = browser.post(f"/console/account/api-keys/{key.id}/revoke", data={"csrf_token": token})
+    assert stolen.status_code == 403
+    assert "owner mismatch: auth.api_keys is limited to your own resources" in stolen.text
+    assert services.api_keys.get(key.id).revoked_at is None
+    browser.cookies.clear()
+    token = _sign_in_as(browser, "nobody")
+    assert "Your API keys" not in browser.get("/console/account").text
+    refused = browser.post(
+        "/console/account/api-keys", data={"scopes": "ticket.read", "csrf_token": token}
+    )
+    assert refused.status_code == 403
+    assert "role mismatch: auth.api_keys requires user" in refused.text
+
+
+@pytest.mark.req("A14")
+def test_a_forged_second_step_gets_no_session(browser: TestClient) -> None:
+    answer = browser.post("/console/login/code", data={"mfa_token": "forged", "code": "123456"})
+    assert answer.status_code == 401
+    assert "sign in again" in answer.text
+    assert SESSION not in browser.cookies
+    cross = browser.post(
+        "/console/login/code",
+        data={"mfa_token": "forged", "code": "123456"},
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross.status_code == 403  # no login CSRF through the second step either

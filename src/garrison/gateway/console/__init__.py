@@ -9,6 +9,13 @@ unauthenticated caller is sent to the sign-in page. No script, no inline style, 
 from here: the default CSP holds unchanged (E1).
 """
 
-from garrison.gateway.console.pages import routes
+from starlette.routing import BaseRoute
+
+from garrison.gateway.console import account, ops, pages
+
+
+def routes() -> list[BaseRoute]:
+    return [*pages.routes(), *account.routes(), *ops.routes()]
+
 
 __all__ = ["routes"]

@@ -29,6 +29,7 @@ from garrison.audit.verify import verify_chain
 from garrison.errors import (
     AuthenticationError,
     BadRequestError,
+    ForbiddenError,
     GarrisonError,
     RateLimitedError,
     ValidationError,
@@ -37,7 +38,7 @@ from garrison.gateway.requests import admit, client, form_fields, is_form, servi
 from garrison.gateway.routes.admin import CreateApiKey, CreateUser, PatchUser
 from garrison.gateway.session_cookies import check_origin, session_cookies, with_cookies
 from garrison.identity.cookies import CSRF_COOKIE, REFRESH_COOKIE, SessionCookies
-from garrison.identity.service import TokenPair
+from garrison.identity.service import MfaPending, TokenPair
 from garrison.usecases.admin import AdminActions
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,13 +46,28 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _HERE = Path(__file__).parent
 _STYLESHEET = (_HERE / "static" / "console.css").read_bytes()
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: The console's pages only: with the default ``no-referrer`` a browser posts their forms with
 #: ``Origin: null``, which the pipeline (rightly) refuses as not our own site; ``same-origin``
 #: names the real origin to ourselves and still sends nothing to any other.
-_PAGE_HEADERS = {**_NO_STORE, "Referrer-Policy": "same-origin"}
+_PAGE_HEADERS = {**NO_STORE, "Referrer-Policy": "same-origin"}
 SIGN_IN = "/console"
+LANDING = "/console/home"
 HOME = "/console/users"
+ACCOUNT = "/console/account"
+CHANGE_PAGE = "/console/account/password"
+#: The policy's reason while an administrator-set password awaits its change (A15)
+CHANGE_REQUIRED = "password change required"
+#: The header's sections, each shown when the policy allows its action to the signed-in caller
+SECTIONS = (
+    ("users", "/console/users", "Users", "admin.users.list"),
+    ("keys", "/console/keys", "Signing keys", "admin.keys.list"),
+    ("audit", "/console/audit", "Audit", "audit.read"),
+    ("policies", "/console/policies", "Policies", "admin.policy.read"),
+    ("doctor", "/console/doctor", "Doctor", "admin.doctor.read"),
+    ("vault", "/console/vault", "Vault", "admin.vault.status"),
+    ("account", "/console/account", "Account", "auth.self"),
+)
 EMERGENCY_WORD = "EMERGENCY"
 
 
@@ -93,6 +109,7 @@ def render(
     actor = context.pop("actor", request.scope.get("garrison.admission"))
     values = {
         "actor": actor,
+        "sections": _sections(request, actor),
         "csrf": request.cookies.get(CSRF_COOKIE, ""),
         "notice": None,
         "error": None,
@@ -103,14 +120,27 @@ def render(
     return HTMLResponse(html, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
 
 
+def _sections(request: Request, actor: Admission | None) -> list[tuple[str, str, str]]:
+    """The header's links the policy allows this caller (a decision, not audited: nothing is
+    done; the page behind each link is admitted on its own when followed)."""
+    if actor is None or actor.principal is None:
+        return []
+    authorizer = services(request).authorizer
+    return [
+        (name, href, label)
+        for name, href, label, action in SECTIONS
+        if authorizer.decide(actor.principal, action, tenant=actor.tenant).allow
+    ]
+
+
 def _back(request: Request) -> str:
     """Where an error page links back to: the section (or the user) the request was about."""
     parts = request.url.path.strip("/").split("/")
     if len(parts) >= 3 and parts[1] == "users" and request.method == "POST":
         return f"/console/users/{parts[2]}"
-    if len(parts) >= 2 and parts[1] in ("users", "keys", "audit"):
+    if len(parts) >= 2 and parts[1] in {name for name, *_ in SECTIONS}:
         return f"/console/{parts[1]}"
-    return HOME
+    return LANDING
 
 
 def failure(request: Request, exc: GarrisonError) -> HTMLResponse:
@@ -135,17 +165,16 @@ def page(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except AuthenticationError:
-            return RedirectResponse(SIGN_IN, status_code=303, headers=_NO_STORE)
+            return RedirectResponse(SIGN_IN, status_code=303, headers=NO_STORE)
+        except ForbiddenError as exc:
+            if CHANGE_REQUIRED in exc.reasons and request.url.path != CHANGE_PAGE:
+                # the policy allows nothing but the change (A15): lead there, not to a dead end
+                return RedirectResponse(CHANGE_PAGE, status_code=303, headers=NO_STORE)
+            return failure(request, exc)
         except GarrisonError as exc:
             return failure(request, exc)
 
     return run
-
-
-class _NotYet(GarrisonError):
-    status = 501
-    code = "not_implemented"
-    title = "Not available"
 
 
 def admin(request: Request) -> AdminActions:
@@ -153,22 +182,22 @@ def admin(request: Request) -> AdminActions:
 
 
 # -- forms -----------------------------------------------------------------------------------------
-async def _form(request: Request) -> dict[str, list[str]]:
+async def form(request: Request) -> dict[str, list[str]]:
     if not is_form(request):
         raise BadRequestError("a console form is application/x-www-form-urlencoded")
     return await form_fields(request)
 
 
-def _one(fields: Mapping[str, list[str]], name: str) -> str:
+def one(fields: Mapping[str, list[str]], name: str) -> str:
     values = fields.get(name) or [""]
     return values[0]
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
     return [w for w in text.replace(",", " ").split() if w]
 
 
-def _validated(model: type[M], data: Mapping[str, Any]) -> M:
+def validated(model: type[M], data: Mapping[str, Any]) -> M:
     """The form's fields through the API's own body model: the same limits as ``/admin``."""
     try:
         return model.model_validate(dict(data))
@@ -197,52 +226,121 @@ async def sign_in_page(request: Request) -> Response:
 
 @page
 async def sign_in(request: Request) -> Response:
-    """The console's form login: the same ``login`` as ``POST /auth/login`` with
-    ``"session": "cookie"`` (throttles, audit, the ``__Host-`` cookies)."""
+    """The console's form login: the same ``sign_in`` as ``POST /auth/login`` with
+    ``"session": "cookie"`` (throttles, audit, the ``__Host-`` cookies); a user with a second
+    factor gets the code page instead of cookies (A14)."""
     svc = services(request)
     check_origin(request, svc.settings.issuer)  # no login CSRF from another site
-    fields = await _form(request)
-    username, password = _one(fields, "username"), _one(fields, "password")
+    fields = await form(request)
+    username, password = one(fields, "username"), one(fields, "password")
 
     def again(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
-        return render(
-            request,
-            "signin.html",
-            actor=None,
-            status=status,
-            headers=headers,
-            title="Sign in",
-            username=username[:320],
-            message=message,
-        )
+        return _sign_in_again(request, message, status, headers, username=username)
 
     if not (0 < len(username) <= 320 and 0 < len(password) <= 1024):
         return again("Enter your username and password.", 422)
     try:
-        pair = await anyio.to_thread.run_sync(svc.auth.login, username, password, client(request))
+        outcome = await anyio.to_thread.run_sync(
+            functools.partial(
+                svc.auth.sign_in, username, password, client(request), session="cookie"
+            )
+        )
     except RateLimitedError as exc:
         wait = {"Retry-After": str(exc.retry_after)}
         return again(f"Too many attempts: try again in {exc.retry_after} s.", 429, wait)
     except AuthenticationError:
         return again("Invalid username or password.", 401)
-    return signed_in(request, pair)
+    if isinstance(outcome, MfaPending):  # no cookies yet: the second step asks for a code
+        return _code_page(request, outcome.mfa_token)
+    return signed_in(request, outcome)
+
+
+def _sign_in_again(
+    request: Request,
+    message: str,
+    status: int,
+    headers: Mapping[str, str] | None = None,
+    *,
+    username: str = "",
+) -> Response:
+    return render(
+        request,
+        "signin.html",
+        actor=None,
+        status=status,
+        headers=headers,
+        title="Sign in",
+        username=username[:320],
+        message=message,
+    )
+
+
+def _code_page(
+    request: Request,
+    mfa_token: str,
+    *,
+    message: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return render(
+        request,
+        "signin_code.html",
+        actor=None,
+        status=status,
+        headers=headers,
+        title="Second step",
+        mfa_token=mfa_token,
+        message=message,
+    )
 
 
 def signed_in(request: Request, outcome: TokenPair) -> Response:
-    """The end of a successful first step. The seam for a second factor: when the login answers
-    ``mfa_required`` (API v1.1: ``{"mfa_required", "mfa_token"}``), render ``signin_code.html``
-    (the second step, posting ``code`` to ``/console/login/code``) instead of setting cookies."""
-    if getattr(outcome, "mfa_required", False):
-        token = str(getattr(outcome, "mfa_token", ""))
-        return render(request, "signin_code.html", actor=None, title="Second step", mfa_token=token)
-    response = RedirectResponse(HOME, status_code=303, headers=_NO_STORE)
+    """The session cookies, and where the browser goes: the change-password page while an
+    administrator-set password awaits its change (the token says so), else the landing page."""
+    target = CHANGE_PAGE if outcome.claims.get("pwd_change_required") else LANDING
+    response = RedirectResponse(target, status_code=303, headers=NO_STORE)
     return with_cookies(response, session_cookies(services(request), outcome))
 
 
+@page
 async def sign_in_code(request: Request) -> Response:
-    """The second sign-in step: not wired until the MFA endpoints land (``/auth/mfa/verify``)."""
-    exc = _NotYet("a second factor is not available on this server yet")
-    return failure(request, exc)
+    """The second sign-in step: the ``mfa_token`` of the first and a TOTP or recovery code,
+    through the same ``complete_mfa`` as ``POST /auth/mfa/verify`` (its throttle and audit)."""
+    svc = services(request)
+    check_origin(request, svc.settings.issuer)
+    fields = await form(request)
+    token = one(fields, "mfa_token")
+    code = "".join(one(fields, "code").split())  # "123 456" as an app shows it
+    if not 0 < len(token) <= 256:
+        return _sign_in_again(request, "Your sign-in expired: sign in again.", 401)
+    if not 0 < len(code) <= 64:
+        return _code_page(request, token, message="Enter the code.", status=422)
+    try:
+        pair, _kind = await anyio.to_thread.run_sync(
+            svc.auth.complete_mfa, token, code, client(request)
+        )
+    except RateLimitedError as exc:
+        wait = {"Retry-After": str(exc.retry_after)}
+        message = f"Too many wrong codes: try again in {exc.retry_after} s."
+        return _code_page(request, token, message=message, status=429, headers=wait)
+    except AuthenticationError as exc:
+        if exc.code == "invalid_mfa_code":  # the pending sign-in stays open for another try
+            return _code_page(request, token, message="That code is not valid.", status=401)
+        return _sign_in_again(request, "Your sign-in expired: sign in again.", 401)
+    return signed_in(request, pair)
+
+
+@page
+async def landing(request: Request) -> Response:
+    """Where a signed-in browser starts: the users page when the policy lets the caller list
+    users, else its own account page."""
+    actor = await admit(request, "auth.self")
+    assert actor.principal is not None
+    may = services(request).authorizer.decide(
+        actor.principal, "admin.users.list", tenant=actor.tenant
+    )
+    return RedirectResponse(HOME if may.allow else ACCOUNT, status_code=303, headers=NO_STORE)
 
 
 @page
@@ -255,7 +353,7 @@ async def sign_out(request: Request) -> Response:
     await anyio.to_thread.run_sync(
         svc.auth.logout, who.session_id, refresh, who.sub, client(request)
     )
-    response = RedirectResponse(SIGN_IN, status_code=303, headers=_NO_STORE)
+    response = RedirectResponse(SIGN_IN, status_code=303, headers=NO_STORE)
     return with_cookies(response, SessionCookies.clear())
 
 
@@ -290,15 +388,15 @@ async def users_page(request: Request) -> Response:
 @page
 async def create_user(request: Request) -> Response:
     actor = await admit(request, "admin.users.create")
-    fields = await _form(request)
-    body = _validated(
+    fields = await form(request)
+    body = validated(
         CreateUser,
         {
-            "username": _one(fields, "username"),
-            "password": _one(fields, "password"),
-            "email": _one(fields, "email") or None,
-            "roles": [r for v in fields.get("roles", []) for r in _words(v)] or ["user"],
-            "tenant": _one(fields, "tenant").strip() or None,
+            "username": one(fields, "username"),
+            "password": one(fields, "password"),
+            "email": one(fields, "email") or None,
+            "roles": [r for v in fields.get("roles", []) for r in words(v)] or ["user"],
+            "tenant": one(fields, "tenant").strip() or None,
         },
     )
     user = await admin(request).create_user(
@@ -347,9 +445,9 @@ async def user_page(request: Request) -> Response:
 @page
 async def set_roles(request: Request) -> Response:
     actor = await admit(request, "admin.users.update")
-    fields = await _form(request)
-    roles = [r for v in fields.get("roles", []) for r in _words(v)]
-    body = _validated(PatchUser, {"roles": roles})
+    fields = await form(request)
+    roles = [r for v in fields.get("roles", []) for r in words(v)]
+    body = validated(PatchUser, {"roles": roles})
     assert body.roles is not None
     user = await admin(request).update_user(
         actor, request.path_params["user_id"], roles=tuple(body.roles)
@@ -360,8 +458,8 @@ async def set_roles(request: Request) -> Response:
 @page
 async def set_active(request: Request) -> Response:
     actor = await admit(request, "admin.users.update")
-    fields = await _form(request)
-    value = _one(fields, "active")
+    fields = await form(request)
+    value = one(fields, "active")
     if value not in ("true", "false"):
         raise ValidationError("enable or disable?", reasons=["active: true or false"])
     user = await admin(request).update_user(
@@ -374,7 +472,7 @@ async def set_active(request: Request) -> Response:
 @page
 async def revoke_sessions(request: Request) -> Response:
     actor = await admit(request, "admin.users.revoke_sessions")
-    await _form(request)
+    await form(request)
     user, revoked = await admin(request).revoke_sessions(actor, request.path_params["user_id"])
     notice = (
         f"Revoked {revoked.sessions} session(s) and {revoked.api_keys} API key(s) "
@@ -387,14 +485,14 @@ async def revoke_sessions(request: Request) -> Response:
 @page
 async def create_api_key(request: Request) -> Response:
     actor = await admit(request, "admin.api_keys.create")
-    fields = await _form(request)
-    body = _validated(
+    fields = await form(request)
+    body = validated(
         CreateApiKey,
         {
             "user": request.path_params["user_id"],
-            "scopes": _words(_one(fields, "scopes")),
-            "name": _one(fields, "name"),
-            "expires_in": _one(fields, "expires_in").strip() or None,
+            "scopes": words(one(fields, "scopes")),
+            "name": one(fields, "name"),
+            "expires_in": one(fields, "expires_in").strip() or None,
         },
     )
     secret, key = await admin(request).create_api_key(
@@ -407,7 +505,7 @@ async def create_api_key(request: Request) -> Response:
 @page
 async def revoke_api_key(request: Request) -> Response:
     actor = await admit(request, "admin.api_keys.revoke")
-    await _form(request)
+    await form(request)
     key = await admin(request).revoke_api_key(actor, request.path_params["key_id"])
     return await _user(request, actor, key.user_id, notice=f"API key {key.id} revoked.")
 
@@ -443,9 +541,9 @@ async def emergency_page(request: Request) -> Response:
 @page
 async def rotate_keys(request: Request) -> Response:
     actor = await admit(request, "admin.keys.rotate")
-    fields = await _form(request)
-    emergency = _one(fields, "emergency") == "true"
-    if emergency and _one(fields, "confirm").strip() != EMERGENCY_WORD:
+    fields = await form(request)
+    emergency = one(fields, "emergency") == "true"
+    if emergency and one(fields, "confirm").strip() != EMERGENCY_WORD:
         exc = ValidationError(
             "the emergency rotation was not confirmed",
             reasons=[f"confirm: type {EMERGENCY_WORD} to revoke every older key at once"],
@@ -538,6 +636,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/login", sign_in, methods=["POST"]),
         Route("/console/login/code", sign_in_code, methods=["POST"]),
         Route("/console/logout", sign_out, methods=["POST"]),
+        Route("/console/home", landing, methods=["GET"]),
         Route("/console/users", users_page, methods=["GET"]),
         Route("/console/users", create_user, methods=["POST"]),
         Route("/console/users/{user_id}", user_page, methods=["GET"]),

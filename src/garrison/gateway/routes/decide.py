@@ -53,6 +53,19 @@ class DecideBody(_Body):
 async def decide(request: Request) -> JSONResponse:
     admission = await admit(request, "policy.decide")
     body = await parse_body(request, DecideBody)
+    decision = await explain(request, admission, body)
+    return JSONResponse(
+        {
+            "allow": decision.allow,
+            "reasons": list(decision.reasons),
+            "policy_version": decision.policy_version,
+        }
+    )
+
+
+async def explain(request: Request, admission: Admission, body: DecideBody) -> Decision:
+    """The decision ``body`` asks about, for a caller admitted as ``policy.decide``: the one
+    implementation behind ``POST /v1/decide`` and the console's "why was this denied" form."""
     svc = services(request)
     subject, tenant = await _subject(request, admission, body.subject)
     who = admission.principal
@@ -62,13 +75,7 @@ async def decide(request: Request) -> JSONResponse:
         subject, body.action, resource=resource, params=body.params, tenant=tenant
     )
     await _audit(request, who, subject, decision)
-    return JSONResponse(
-        {
-            "allow": decision.allow,
-            "reasons": list(decision.reasons),
-            "policy_version": decision.policy_version,
-        }
-    )
+    return decision
 
 
 async def _subject(

@@ -29,7 +29,8 @@ class ChangePassword(BaseModel):
     new_password: str = Field(max_length=MAX_LENGTH)  # too short: the policy says why (422)
 
 
-def _self_service(request: Request) -> SelfService:
+def self_service(request: Request) -> SelfService:
+    """The caller's own-account flows (the console's account page uses the same)."""
     svc = services(request)
     return SelfService(svc.users, svc.sessions, svc.auth.throttle.login, svc.audit)
 
@@ -43,7 +44,7 @@ async def change_password(request: Request) -> Response:
     who = _caller(await admit(request, "auth.password"))
     body = await parse_body(request, ChangePassword)
     await anyio.to_thread.run_sync(
-        _self_service(request).change_password,
+        self_service(request).change_password,
         who,
         body.current_password,
         body.new_password,
@@ -54,7 +55,7 @@ async def change_password(request: Request) -> Response:
 
 async def list_sessions(request: Request) -> JSONResponse:
     who = _caller(await admit(request, "auth.sessions"))
-    found = await anyio.to_thread.run_sync(_self_service(request).list_sessions, who)
+    found = await anyio.to_thread.run_sync(self_service(request).list_sessions, who)
     return JSONResponse(
         {"sessions": [info.public(who.session_id) for info in found]},
         headers={"Cache-Control": "no-store"},
@@ -65,7 +66,7 @@ async def end_session(request: Request) -> Response:
     who = _caller(await admit(request, "auth.sessions"))
     session_id = request.path_params["session_id"]
     await anyio.to_thread.run_sync(
-        _self_service(request).end_session, who, session_id, client(request)
+        self_service(request).end_session, who, session_id, client(request)
     )
     response = Response(status_code=204)
     if session_id == who.session_id and by_cookie(request):  # the browser ended its own session
