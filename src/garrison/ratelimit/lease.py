@@ -11,11 +11,13 @@ Lease sizing rule (why the shared limit still holds within 2 %):
 where ``count`` is the shared window's count the last grant reported. Redis never grants more than
 what is left, so the global count can never pass the limit (no over-admission, by construction). The
 only error is *under*-admission: units one node leased but had not spent when another node found the
-window empty. Each node strands at most one lease, and a lease is at most ``LEASE_FRACTION`` (1/128)
-of what was left when it was taken, so N nodes strand at most N/128 of the limit: 1.6 % for two
-nodes, and the lease shrinks to single units as the window nears its limit. Leases end with the
-shared window (``ttl`` from Redis): unspent units are not returned, because the window they belong to
-has expired with them. A full window is remembered locally until it ends, so a flood of refused
+window empty. A node fetches its next lease ahead, once half of the current one is spent
+(so a hot key's requests never wait for the round trip), and so strands at most two leases;
+a lease is at most ``LEASE_FRACTION`` (1/256) of what was left when it was taken, so N nodes strand
+at most 2N/256 of the limit: 1.6 % for two nodes, and the lease shrinks to single units as the
+window nears its limit (a lease of one unit is not fetched ahead). Leases end with the shared
+window (``ttl`` from Redis): unspent units are not returned, because the window they belong to has
+expired with them. A full window is remembered locally until it ends, so a flood of refused
 requests costs no Redis calls either. Concurrent requests for one key share a single refill in
 flight, and the next refill also asks for the requests queued behind it (real demand, spent at
 once, so it strands nothing).
@@ -41,7 +43,7 @@ from garrison.ratelimit.limiter import Decision, Grant, Limiter
 
 log = logging.getLogger("garrison.ratelimit")
 
-LEASE_FRACTION = 1 / 128
+LEASE_FRACTION = 1 / 256
 MAX_LEASE = 256
 RETRY_AFTER_ERROR = 1.0
 _MAX_LEASES = 200_000
@@ -71,6 +73,7 @@ class _Lease:
     left: int  # units still to spend locally
     count: int  # the shared count the last grant reported
     ends: float  # when the shared window (and this lease) ends
+    ahead: int = 0  # with this many units left, the next lease is fetched ahead (0: never)
 
 
 class LeasedLimiter:
@@ -83,6 +86,7 @@ class LeasedLimiter:
         self._refills: dict[str, asyncio.Event] = {}  # one refill in flight per key
         self._waiting: dict[str, int] = {}  # requests queued behind that refill
         self._down_until = 0.0
+        self._ahead: set[asyncio.Task[None]] = set()  # leases being fetched ahead (kept alive)
 
     async def hit(self, key: str, limit: int, window: int) -> Decision:
         now = self._clock()
@@ -90,6 +94,8 @@ class LeasedLimiter:
         if lease is not None and lease.ends > now:
             if lease.left > 0:
                 lease.left -= 1
+                if lease.left <= lease.ahead and key not in self._refills:
+                    self._fetch_ahead(key, limit, window)
                 return Decision(True, lease.count - lease.left, limit, 0)
             if lease.count >= limit:  # the shared window is full until it ends
                 return _refused(lease, limit, now)
@@ -130,6 +136,33 @@ class LeasedLimiter:
         lease.left -= 1
         return Decision(True, grant.count - lease.left, limit, 0)
 
+    def _fetch_ahead(self, key: str, limit: int, window: int) -> None:
+        """Start taking the next lease of ``key`` while this one is still being spent; requests
+        that run out before it arrives wait for it as for any refill in flight."""
+        done = self._refills[key] = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._take_ahead(key, limit, window, done))
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
+
+    async def _take_ahead(self, key: str, limit: int, window: int, done: asyncio.Event) -> None:
+        try:
+            now = self._clock()
+            if now < self._down_until:
+                return
+            current = self._leases.get(key)
+            seen = current.count if current is not None and current.ends > now else 0
+            try:
+                grant: Grant = await anyio.to_thread.run_sync(
+                    self._backend.take, key, lease_size(limit, seen), limit, window
+                )
+            except UnavailableError:  # the request that runs out next refills and is refused
+                self._down_until = self._clock() + RETRY_AFTER_ERROR
+                return
+            self._store(key, grant, self._clock())
+        finally:
+            del self._refills[key]
+            done.set()
+
     def _store(self, key: str, grant: Grant, now: float) -> _Lease:
         lease = self._leases.get(key)
         ends = now + grant.ttl
@@ -137,10 +170,11 @@ class LeasedLimiter:
             # the same window: add to what is left of it
             lease.left += grant.granted
             lease.count = max(lease.count, grant.count)
+            lease.ahead = grant.granted // 2
             return lease
         if len(self._leases) >= _MAX_LEASES:
             self._sweep(now)
-        lease = _Lease(grant.granted, grant.count, ends)
+        lease = _Lease(grant.granted, grant.count, ends, grant.granted // 2)
         self._leases[key] = lease
         return lease
 

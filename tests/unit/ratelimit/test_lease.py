@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -163,3 +164,59 @@ def test_concurrent_requests_share_one_refill(shared: RedisLimiter) -> None:
 
     assert anyio.run(main) == limit
     assert calls <= 5  # queued requests ride on one refill instead of one Redis call each
+
+
+@pytest.mark.req("E3", "E8")
+def test_a_hot_key_never_waits_for_its_next_lease(shared: RedisLimiter) -> None:
+    """Every request of a key used to wait for the round trip (a worker thread and Redis) when its
+    lease ran out: with 64 connections on one identity the whole server stalled once a lease. The
+    next lease is now fetched once half of this one is spent: past the first request, none waits
+    for the backend (here 10 ms away, while requests come every 0.5 ms: 128 of them span the trip)."""
+    take = shared.take
+
+    def slow_take(key: str, want: int, limit: int, window: int) -> object:
+        time.sleep(0.01)  # a Redis round trip on a loaded network
+        return take(key, want, limit, window)
+
+    shared.take = slow_take  # type: ignore[method-assign,assignment]
+    limiter = LeasedLimiter(shared)
+
+    async def main() -> list[float]:
+        waits = []
+        for _ in range(1200):
+            started = time.perf_counter()
+            assert (await limiter.hit("hot", 1_000_000_000, 60)).allowed
+            waits.append(time.perf_counter() - started)
+            await anyio.sleep(0.0005)  # the next request
+        return waits
+
+    waits = anyio.run(main)
+    stalled = [i for i, wait in enumerate(waits) if wait >= 0.008]
+    assert stalled == [0], f"requests that waited for a lease: {stalled[:10]} ({len(stalled)})"
+
+
+@pytest.mark.req("E3")
+def test_two_nodes_fetching_ahead_hold_the_limit_under_concurrency(shared: RedisLimiter) -> None:
+    """Fetching ahead takes a second lease before the first is spent: two nodes serving many
+    concurrent requests still never pass the limit and strand less than 2 % of it."""
+    limit = 20_000
+    nodes = [LeasedLimiter(shared), LeasedLimiter(shared)]
+
+    async def main() -> int:
+        allowed = 0
+
+        async def client(node: LeasedLimiter, n: int) -> None:
+            nonlocal allowed
+            for _ in range(n):
+                if (await node.hit("global-ahead", limit, 60)).allowed:
+                    allowed += 1
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(32):
+                tg.start_soon(client, nodes[i % 2], limit * 2 // 32)
+        return allowed
+
+    allowed = anyio.run(main)
+    assert allowed <= limit
+    assert allowed >= limit * 0.98, f"{allowed} of {limit} admitted"
