@@ -16,7 +16,7 @@ import re
 import secrets
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,19 +93,13 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+@dataclass(eq=False, repr=False)
 class ApiKeyStore:
-    def __init__(
-        self,
-        db: Database,
-        bus: InvalidationBus,
-        clock: Clock = system_clock,
-        *,
-        default_ttl: int = DEFAULT_TTL,
-    ) -> None:
-        self.db = db
-        self.bus = bus
-        self.clock = clock
-        self.default_ttl = default_ttl
+    db: Database
+    bus: InvalidationBus
+    clock: Clock = system_clock
+    _: KW_ONLY
+    default_ttl: int = DEFAULT_TTL
 
     def create(
         self,

@@ -69,11 +69,11 @@ class Enrolment:
     created_at: float
 
 
+@dataclass(eq=False, repr=False)
 class MfaStore:
-    def __init__(self, db: Database, keys: KeySet, clock: Clock = system_clock) -> None:
-        self.db = db
-        self.keys = keys
-        self.clock = clock
+    db: Database
+    keys: KeySet
+    clock: Clock = system_clock
 
     # -- TOTP ----------------------------------------------------------------------------------
     def status(self, user_id: str) -> str:

@@ -162,14 +162,14 @@ class StateStore(Protocol):
         """The request stored under ``state``, removed in the same step (single use)."""
 
 
+@dataclass(eq=False, repr=False)
 class MemoryStateStore:
     """One node only: a dict with expiry, bounded so a flood of logins cannot grow it forever."""
 
-    def __init__(self, clock: Clock = system_clock, max_size: int = 100_000) -> None:
-        self.clock = clock
-        self.max_size = max_size
-        self._data: dict[str, tuple[float, LoginRequest]] = {}
-        self._lock = threading.Lock()
+    clock: Clock = system_clock
+    max_size: int = 100_000
+    _data: dict[str, tuple[float, LoginRequest]] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def put(self, state: str, request: LoginRequest, ttl: int) -> None:
         now = self.clock()
@@ -249,30 +249,22 @@ class OidcConfig:
     limits: Limits = field(default_factory=Limits)
 
 
+@dataclass(eq=False, repr=False)
 class OidcLogin:
-    def __init__(
-        self,
-        providers: Mapping[str, OidcProvider],
-        store: StateStore,
-        http: httpx.Client,
-        provisioner: Provisioner,
-        auth: AuthService,
-        limiter: Limiter,
-        audit: AuditSink,
-        limits: Limits = Limits(),
-        clock: Clock = system_clock,
-    ) -> None:
-        self.providers = dict(providers)
-        self.store = store
-        self.http = http
-        self.provisioner = provisioner
-        self.auth = auth
-        self.limiter = limiter
-        self.audit = audit
-        self.limits = limits
-        self.clock = clock
-        self._endpoints: dict[str, _Endpoints] = {}
-        self._lock = threading.Lock()
+    providers: Mapping[str, OidcProvider]
+    store: StateStore
+    http: httpx.Client
+    provisioner: Provisioner
+    auth: AuthService
+    limiter: Limiter
+    audit: AuditSink
+    limits: Limits = field(default_factory=Limits)
+    clock: Clock = system_clock
+    _endpoints: dict[str, _Endpoints] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.providers = dict(self.providers)
 
     def close(self) -> None:
         self.http.close()

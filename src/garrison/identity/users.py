@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -135,22 +135,16 @@ def validate_tenant(tenant: str | None) -> str | None:
     return tenant
 
 
+@dataclass(eq=False, repr=False)
 class UserStore:
-    def __init__(
-        self,
-        db: Database,
-        bus: InvalidationBus,
-        clock: Clock = system_clock,
-        policy: PasswordPolicy | None = None,
-        *,
-        emails: EmailCipher | None = None,
-    ) -> None:
-        self.db = db
-        self.bus = bus
-        self.clock = clock
-        #: seals and opens the email column (V2); None: users without an email only
-        self.emails = emails
-        self.policy = policy or PasswordPolicy()  # every password set here passes it (A15)
+    db: Database
+    bus: InvalidationBus
+    clock: Clock = system_clock
+    #: every password set here passes it (A15)
+    policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+    _: KW_ONLY
+    #: seals and opens the email column (V2); None: users without an email only
+    emails: EmailCipher | None = None
 
     # -- the encrypted email (V2) ----------------------------------------------------------------
     def email_columns(self, user_id: str, email: str | None) -> dict[str, object]:

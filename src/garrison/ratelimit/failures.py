@@ -40,7 +40,7 @@ import contextlib
 import ipaddress
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal, Protocol
 
 import redis
@@ -161,19 +161,13 @@ class Attempt:
         return Lockout(t.scope, self.account, count, t.policy.window)
 
 
+@dataclass(eq=False, repr=False)
 class FailureThrottle:
-    def __init__(
-        self,
-        store: FailureStore,
-        policy: FailurePolicy,
-        *,
-        scope: str,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.store = store
-        self.policy = policy
-        self.scope = scope
-        self.clock = clock
+    store: FailureStore
+    policy: FailurePolicy
+    _: KW_ONLY
+    scope: str
+    clock: Clock = system_clock
 
     def keys(self, account: str, ip: str | None) -> Keys:
         address = address_key(ip)  # never contains "|": the pair key splits at its first one

@@ -110,11 +110,11 @@ _GET_IN_TENANT = sa.select(vault_secrets).where(
 _GET_PLATFORM = sa.select(vault_secrets).where(_T.tenant.is_(None), _T.name == sa.bindparam("name"))
 
 
+@dataclass(eq=False, repr=False)
 class Vault:
-    def __init__(self, db: Database, keys: KeySet, clock: Clock = system_clock) -> None:
-        self.db = db
-        self.keys = keys
-        self.clock = clock
+    db: Database
+    keys: KeySet
+    clock: Clock = system_clock
 
     def put(
         self, tenant: str | None, name: str, value: str, *, actor: str | None = None
