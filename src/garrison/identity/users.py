@@ -21,6 +21,7 @@ from garrison.clock import Clock, system_clock
 from garrison.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from garrison.identity.password_policy import PasswordPolicy
 from garrison.identity.passwords import hash_password
+from garrison.plain import fields_dict
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
 from garrison.storage.schema import api_keys, refresh_families, users
@@ -88,14 +89,7 @@ class EmailRewrapReport:
     failed: list[str] = field(default_factory=list)  # ids of users whose address does not open
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "current_version": self.current_version,
-            "pending": self.pending,
-            "rewrapped": self.rewrapped,
-            "sealed": self.sealed,
-            "skipped": self.skipped,
-            "failed": list(self.failed),
-        }
+        return fields_dict(self)
 
 
 def _user(row: Any, email: str | None) -> User:
