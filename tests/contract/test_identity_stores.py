@@ -7,8 +7,8 @@ import sqlalchemy as sa
 
 from garrison.app import Services
 from garrison.errors import AuthenticationError, ConflictError, RefreshReuseError, ValidationError
+from garrison.identity.digest import token_hash
 from garrison.identity.passwords import verify_password
-from garrison.identity.sessions import token_hash
 from garrison.storage.schema import api_keys, refresh_tokens, users
 from tests.conftest import PASSWORD
 

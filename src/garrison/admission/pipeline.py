@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import anyio.to_thread
@@ -66,35 +66,28 @@ class _Admitted:
     version: str
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Pipeline:
-    def __init__(
-        self,
-        *,
-        authenticator: Authenticator,
-        authorizer: Authorizer,
-        guard: RateGuard,
-        audit: AuditSink,
-        metrics: Metrics,
-        cookies: SessionCookies,
-        bus: InvalidationBus,
-        clock: Clock,
-        config: AdmissionConfig,
-    ) -> None:
-        self.authenticator = authenticator
-        self.authorizer = authorizer
-        self.guard = guard
-        self.audit = audit
-        self.metrics = metrics
-        self.cookies = cookies
-        self.clock = clock
-        self.config = config
-        self.refusals = RefusalLog(audit, clock)
-        self.key_uses = KeyUseLog(audit, clock)
-        self._admitted: dict[Hashable, _Admitted] = {}
-        self._generation = 0  # bumped by every invalidation; an admission begun before is not kept
-        self._bus = bus  # while it cannot deliver other processes' messages: 1 s at most
-        self._lookups: dict[str, asyncio.Future[Principal]] = {}
-        bus.subscribe(self._invalidate)
+    authenticator: Authenticator
+    authorizer: Authorizer
+    guard: RateGuard
+    audit: AuditSink
+    metrics: Metrics
+    cookies: SessionCookies
+    bus: InvalidationBus  # while it cannot deliver other processes' messages: 1 s at most
+    clock: Clock
+    config: AdmissionConfig
+    refusals: RefusalLog = field(init=False)
+    key_uses: KeyUseLog = field(init=False)
+    _admitted: dict[Hashable, _Admitted] = field(default_factory=dict, init=False)
+    #: bumped by every invalidation; an admission begun before is not kept
+    _generation: int = field(default=0, init=False)
+    _lookups: dict[str, asyncio.Future[Principal]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.refusals = RefusalLog(self.audit, self.clock)
+        self.key_uses = KeyUseLog(self.audit, self.clock)
+        self.bus.subscribe(self._invalidate)
 
     # -- the entry points ------------------------------------------------------------------------
     async def admit(
@@ -357,7 +350,7 @@ class Pipeline:
             return
         if len(self._admitted) >= _ADMITTED_CACHE_SIZE:
             self._admitted.clear()
-        ttl = self._bus.cache_ttl(self.config.remember_ttl)
+        ttl = self.bus.cache_ttl(self.config.remember_ttl)
         until = min(principal.expires_at, self.clock() + ttl)
         self._admitted[key] = _Admitted(admission, plan, until, self.authorizer.version)
 

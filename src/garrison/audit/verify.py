@@ -17,7 +17,7 @@ a copy kept elsewhere still; so can the JSON-lines copy (``AUDIT_LOG_PATH``) shi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,23 +56,22 @@ class Break:
     problem: str
 
 
+@dataclass(eq=False, repr=False)
 class ChainWalk:
     """Feed records in ``seq`` order; stops at the first one that does not follow."""
 
-    def __init__(
-        self,
-        key: ChainKey,
-        root_seq: int = 0,
-        root_hash: str = GENESIS,
-        start: KeyedStart = ALL_KEYED,
-    ) -> None:
-        self.key = key
-        self.start = start
-        self.root_seq = root_seq
-        self.seq = root_seq
-        self.hash = root_hash
-        self.checked = 0
-        self.broken: Break | None = None
+    key: ChainKey
+    root_seq: int = 0
+    root_hash: str = GENESIS
+    start: KeyedStart = ALL_KEYED
+    seq: int = field(init=False)
+    hash: str = field(init=False)
+    checked: int = field(default=0, init=False)
+    broken: Break | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.seq = self.root_seq
+        self.hash = self.root_hash
         self._pin()
 
     def feed(self, row: Mapping[str, Any]) -> bool:

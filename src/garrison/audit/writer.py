@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,34 +79,29 @@ class _SyncWaiter:
 _STOP = object()
 
 
+@dataclass(eq=False, repr=False)
 class AuditWriter:
     """The ``AuditSink`` of the service: chained, batched, durable before it acknowledges."""
 
-    def __init__(
-        self,
-        db: Database,
-        seal: AuditSeal,
-        *,
-        clock: Clock = system_clock,
-        log_path: Path | None = None,
-        max_batch: int = 2000,
-        on_backlog: Backlog | None = None,
-        on_written: Callable[[AuditEvent], None] | None = None,
-    ) -> None:
-        self.db = db
-        self.seal = seal
-        self.clock = clock
-        self.log_path = log_path
-        self.max_batch = max_batch
-        self.on_backlog = on_backlog
-        self.on_written = on_written  # e.g. metrics derived from the trail
-        self._lock = threading.Lock()  # one chain transaction at a time in this process
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._state = threading.Lock()  # start/stop against hand-over: nothing is stranded
-        self._backlog = 0
-        self._backlog_lock = threading.Lock()
-        self._head_warned = False
+    db: Database
+    seal: AuditSeal
+    _: KW_ONLY
+    clock: Clock = system_clock
+    log_path: Path | None = None
+    max_batch: int = 2000
+    on_backlog: Backlog | None = None
+    on_written: Callable[[AuditEvent], None] | None = None  # e.g. metrics derived from the trail
+    #: one chain transaction at a time in this process
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _queue: queue.SimpleQueue[_Pending | object] = field(
+        default_factory=queue.SimpleQueue, init=False
+    )
+    _thread: threading.Thread | None = field(default=None, init=False)
+    #: start/stop against hand-over: nothing is stranded
+    _state: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _backlog: int = field(default=0, init=False)
+    _backlog_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _head_warned: bool = field(default=False, init=False)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property

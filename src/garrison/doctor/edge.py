@@ -9,7 +9,7 @@ import httpx
 from garrison.config.checks import production_problems
 from garrison.doctor import probe, tls
 from garrison.doctor.context import DoctorContext
-from garrison.doctor.model import Area, Outcome, Skip, failed, passed, skipped, warned
+from garrison.doctor.model import Area, Outcome, Skip, failed, passed, setting_on, skipped, warned
 from garrison.doctor.registry import Checks
 
 checks = Checks(Area.EDGE)
@@ -23,26 +23,14 @@ EVIL_ORIGIN = "https://evil.example"
 
 
 # -- configuration ------------------------------------------------------------------------------
-@checks.add(
-    "edge.hsts-setting",
-    "HSTS is enabled",
-    seeds=("000", "002"),
-    reqs=("E1",),
-    fix="set ENABLE_HSTS=true (after TLS works on every host name)",
-)
+@checks.add("edge.hsts-setting")
 def hsts_setting(ctx: DoctorContext) -> Outcome:
-    if ctx.settings.enable_hsts:
-        return passed("ENABLE_HSTS is on")
-    return failed("ENABLE_HSTS is off: browsers may be downgraded to plain HTTP")
+    return setting_on(
+        ctx.settings.enable_hsts, "ENABLE_HSTS", "browsers may be downgraded to plain HTTP"
+    )
 
 
-@checks.add(
-    "edge.cors-setting",
-    "CORS allows named origins only",
-    seeds=("002", "003"),
-    reqs=("E2",),
-    fix="list the exact origins in GARRISON_CORS_ORIGINS (no '*')",
-)
+@checks.add("edge.cors-setting")
 def cors_setting(ctx: DoctorContext) -> Outcome:
     found = [p for p in production_problems(ctx.settings) if p.startswith("GARRISON_CORS_ORIGINS")]
     if found:
@@ -53,13 +41,7 @@ def cors_setting(ctx: DoctorContext) -> Outcome:
     return passed(f"{len(origins)} allowed origin(s): {', '.join(origins)}")
 
 
-@checks.add(
-    "edge.rate-limiter",
-    "Rate limits are shared across replicas",
-    seeds=("000", "001", "004"),
-    reqs=("E3",),
-    fix="set USE_REDIS_LIMITER=true and REDIS_URL so every worker and replica counts together",
-)
+@checks.add("edge.rate-limiter")
 def rate_limiter(ctx: DoctorContext) -> Outcome:
     s = ctx.settings
     found = [p for p in production_problems(s) if p.startswith("REDIS_URL")]
@@ -74,13 +56,7 @@ def rate_limiter(ctx: DoctorContext) -> Outcome:
     )
 
 
-@checks.add(
-    "edge.trusted-proxies",
-    "X-Forwarded-* trusted only from known proxies",
-    seeds=("001",),
-    reqs=("E5",),
-    fix="set GARRISON_TRUSTED_PROXIES to the addresses of your load balancer/ingress only",
-)
+@checks.add("edge.trusted-proxies")
 def trusted_proxies(ctx: DoctorContext) -> Outcome:
     proxies = ctx.settings.trusted_proxies
     if not proxies:
@@ -102,13 +78,7 @@ def _too_wide(cidr: str) -> bool:
     return net.prefixlen < MIN_PROXY_PREFIX[net.version]
 
 
-@checks.add(
-    "edge.force-https",
-    "Plain HTTP is redirected or refused",
-    seeds=("002",),
-    reqs=("E6",),
-    fix="set GARRISON_FORCE_HTTPS=redirect (or reject), or enforce HTTPS at the proxy",
-)
+@checks.add("edge.force-https")
 def force_https(ctx: DoctorContext) -> Outcome:
     mode = ctx.settings.force_https
     if mode == "off":
@@ -116,14 +86,7 @@ def force_https(ctx: DoctorContext) -> Outcome:
     return passed(f"GARRISON_FORCE_HTTPS={mode}")
 
 
-@checks.add(
-    "edge.body-caps",
-    "Request bodies are capped",
-    seeds=("001",),
-    reqs=("E4",),
-    fix="keep GARRISON_MAX_BODY_BYTES and BUS_MAX_BYTES near 1 MiB; raise per route in "
-    "garrison.toml where needed",
-)
+@checks.add("edge.body-caps")
 def body_caps(ctx: DoctorContext) -> Outcome:
     s = ctx.settings
     large = [
@@ -139,13 +102,7 @@ def body_caps(ctx: DoctorContext) -> Outcome:
     return passed(f"default {s.max_body_bytes} bytes, bus {s.bus_max_bytes} bytes")
 
 
-@checks.add(
-    "edge.csp-connect-src",
-    "CSP connect-src names real origins",
-    seeds=("000", "001"),
-    reqs=("E1",),
-    fix="list your API/UI/CDN origins in GARRISON_CSP_CONNECT_SRC (no '*', no bare scheme)",
-)
+@checks.add("edge.csp-connect-src")
 def csp_connect_src(ctx: DoctorContext) -> Outcome:
     sources = ctx.settings.csp_connect_src
     loose = [s for s in sources if s in {"*", "http:", "https:", "ws:", "wss:"}]
@@ -164,15 +121,7 @@ REQUIRED_HEADERS = {
 }
 
 
-@checks.add(
-    "edge.security-headers",
-    "Security headers on every response",
-    seeds=("000", "001", "003"),
-    reqs=("E1",),
-    fix="serve through Garrison's edge (it adds CSP, COOP/COEP/CORP, nosniff, Referrer-Policy); "
-    "make sure the proxy in front does not strip them",
-    live=True,
-)
+@checks.add("edge.security-headers")
 def security_headers(ctx: DoctorContext) -> Outcome:
     return judge_security_headers(probe.get(ctx, "/healthz"))
 
@@ -192,14 +141,7 @@ def judge_security_headers(response: httpx.Response) -> Outcome:
     return passed("CSP (connect-src, frame-ancestors), COOP, COEP, CORP, nosniff, Referrer-Policy")
 
 
-@checks.add(
-    "edge.hsts",
-    "HSTS sent over HTTPS",
-    seeds=("000", "002"),
-    reqs=("E1",),
-    fix="set ENABLE_HSTS=true",
-    live=True,
-)
+@checks.add("edge.hsts")
 def hsts(ctx: DoctorContext) -> Outcome:
     ctx.http()  # no --url: skipped for that reason first
     if not ctx.https:
@@ -214,26 +156,12 @@ def judge_hsts(response: httpx.Response) -> Outcome:
     return passed(f"Strict-Transport-Security: {value}")
 
 
-@checks.add(
-    "edge.tls-certificate",
-    "TLS certificate trusted and not expiring",
-    seeds=("004",),
-    reqs=("E6",),
-    fix="renew the certificate (automate it: ACME) and serve the full chain",
-    live=True,
-)
+@checks.add("edge.tls-certificate")
 def tls_certificate(ctx: DoctorContext) -> Outcome:
     return tls.check(ctx)
 
 
-@checks.add(
-    "edge.cors-preflight",
-    "CORS refuses a foreign origin",
-    seeds=("002", "003"),
-    reqs=("E2",),
-    fix="allow-list origins in GARRISON_CORS_ORIGINS; never echo Origin or send '*'",
-    live=True,
-)
+@checks.add("edge.cors-preflight")
 def cors_preflight(ctx: DoctorContext) -> Outcome:
     headers = {
         "Origin": EVIL_ORIGIN,
@@ -254,15 +182,7 @@ def judge_cors(*responses: httpx.Response) -> Outcome:
     return passed(f"no Access-Control-Allow-Origin for {EVIL_ORIGIN}")
 
 
-@checks.add(
-    "edge.forwarded-headers",
-    "A forged X-Forwarded-Proto is not believed",
-    seeds=("001",),
-    reqs=("E5", "E6"),
-    fix="set GARRISON_TRUSTED_PROXIES to your proxies only, and have the proxy overwrite "
-    "X-Forwarded-* on the way in",
-    live=True,
-)
+@checks.add("edge.forwarded-headers")
 def forwarded_headers(ctx: DoctorContext) -> Outcome:
     ctx.http()
     if ctx.https:
@@ -294,14 +214,7 @@ def judge_forwarded(plain: httpx.Response, forged: httpx.Response) -> Outcome:
     )
 
 
-@checks.add(
-    "edge.body-limit",
-    "Oversized bodies get 413",
-    seeds=("001",),
-    reqs=("E4",),
-    fix="keep GARRISON_MAX_BODY_BYTES at 1 MiB and cap bodies at the proxy too",
-    live=True,
-)
+@checks.add("edge.body-limit")
 def body_limit(ctx: DoctorContext) -> Outcome:
     size = max(MIB, ctx.settings.max_body_bytes) + 1
     if size > LARGE_CAP:
@@ -327,15 +240,7 @@ def judge_body_limit(response: httpx.Response, size: int) -> Outcome:
     return failed(f"a {size}-byte body to /auth/login got {response.status_code}, not 413")
 
 
-@checks.add(
-    "edge.problem-json",
-    "Errors are problem+json without internals",
-    seeds=("002", "004"),
-    reqs=("E7",),
-    fix="let Garrison render errors (RFC 9457 problem+json); do not let a proxy replace them with "
-    "HTML error pages",
-    live=True,
-)
+@checks.add("edge.problem-json")
 def problem_json(ctx: DoctorContext) -> Outcome:
     return judge_problem(probe.get(ctx, f"/garrison-doctor-{ctx.nonce}"))
 

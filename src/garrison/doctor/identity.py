@@ -18,7 +18,7 @@ from garrison.config.checks import KNOWN_WEAK, production_problems, secret_probl
 from garrison.config.secret_values import secret_values
 from garrison.doctor import probe
 from garrison.doctor.context import DoctorContext
-from garrison.doctor.model import Area, Outcome, Skip, failed, passed, skipped, warned
+from garrison.doctor.model import Area, Outcome, Skip, failed, passed, setting_on, skipped, warned
 from garrison.doctor.registry import Checks
 from garrison.identity.passwords import verify_password
 from garrison.keys.keyring import DAY
@@ -35,14 +35,7 @@ MAX_ADMINS_TRIED = 20
 ADMIN_ROLE = "admin"
 
 
-@checks.add(
-    "identity.secrets",
-    "Secrets are strong and not defaults",
-    seeds=("001", "002", "003"),
-    reqs=("C2", "C1"),
-    fix="run `garrison secrets generate` and set each value from your secret store "
-    "(or a *_FILE path)",
-)
+@checks.add("identity.secrets")
 def secrets_strong(ctx: DoctorContext) -> Outcome:
     found = [p for p in production_problems(ctx.settings) if p.split(":")[0] in GENERATED_SECRETS]
     if found:
@@ -50,15 +43,7 @@ def secrets_strong(ctx: DoctorContext) -> Outcome:
     return passed(f"{', '.join(SECRET_SETTINGS)} set and strong")
 
 
-@checks.add(
-    "identity.secret-rotation",
-    "Secrets rotated on schedule",
-    seeds=("000", "004"),
-    reqs=("C5",),
-    fix="generate a new value (`garrison secrets generate`) and restart with it; for "
-    "SECRET_ENCRYPTION_KEY keep the old value in GARRISON_SECRET_ENCRYPTION_KEYS_OLD and run "
-    "`garrison vault rewrap`",
-)
+@checks.add("identity.secret-rotation")
 def secret_rotation(ctx: DoctorContext) -> Outcome:
     ages = SecretAges(ctx.database(), rotate_days=ctx.settings.key_rotate_days, clock=ctx.clock)
     try:
@@ -86,28 +71,16 @@ def secret_rotation(ctx: DoctorContext) -> Outcome:
     return passed(f"{len(found)} secret(s) within rotation; next due: {soonest.name} by {due}")
 
 
-@checks.add(
-    "identity.jwt-for-admin",
-    "Admin needs a JWT, never an API key alone",
-    seeds=("000", "001"),
-    reqs=("A7",),
-    fix="set REQUIRE_JWT_FOR_ADMIN=true",
-)
+@checks.add("identity.jwt-for-admin")
 def jwt_for_admin(ctx: DoctorContext) -> Outcome:
-    if ctx.settings.jwt_required_for_admin:
-        return passed("REQUIRE_JWT_FOR_ADMIN is on")
-    return failed("REQUIRE_JWT_FOR_ADMIN is off: an API key alone can act as admin")
+    return setting_on(
+        ctx.settings.jwt_required_for_admin,
+        "REQUIRE_JWT_FOR_ADMIN",
+        "an API key alone can act as admin",
+    )
 
 
-@checks.add(
-    "identity.mfa-for-admin",
-    "Admin needs a second factor",
-    # the seeds' admin-access guidance (as for identity.jwt-for-admin); MFA itself is ASVS 6.3.3
-    seeds=("000", "001"),
-    reqs=("A14",),
-    fix="set GARRISON_REQUIRE_MFA_FOR_ADMIN=true (the production default), and have each admin "
-    "enrol a TOTP authenticator (POST /auth/mfa/totp) before it is on",
-)
+@checks.add("identity.mfa-for-admin")
 def mfa_for_admin(ctx: DoctorContext) -> Outcome:
     if ctx.settings.mfa_required_for_admin:
         return passed("GARRISON_REQUIRE_MFA_FOR_ADMIN is on")
@@ -119,14 +92,7 @@ def mfa_for_admin(ctx: DoctorContext) -> Outcome:
     )
 
 
-@checks.add(
-    "identity.external-idp-secrets",
-    "External IdP shared secrets are strong",
-    seeds=("001",),
-    reqs=("A10", "C2"),
-    fix="set each external IdP's HS256 secret variable to the IdP's real JWT secret "
-    "(at least 32 random bytes), and its audience",
-)
+@checks.add("identity.external-idp-secrets")
 def external_idp_secrets(ctx: DoctorContext) -> Outcome:
     idps = {name: idp for name, idp in ctx.settings.external_idps.items() if idp.hs256_secret_env}
     if not idps:
@@ -156,13 +122,7 @@ def _admins(ctx: DoctorContext) -> list[tuple[str, str | None]]:
     return [(name, pw) for name, roles, pw in rows if ADMIN_ROLE in (roles or ())]
 
 
-@checks.add(
-    "identity.admin-exists",
-    "An operator account exists",
-    seeds=("001", "003"),
-    reqs=("A1",),
-    fix="create one: `garrison users create --username U --role admin --password-stdin`",
-)
+@checks.add("identity.admin-exists")
 def admin_exists(ctx: DoctorContext) -> Outcome:
     count = len(_admins(ctx))
     if count == 0:
@@ -177,14 +137,7 @@ def _default_password(username: str, stored: str | None) -> str | None:
     return None
 
 
-@checks.add(
-    "identity.default-passwords",
-    "No admin keeps a default password",
-    seeds=("001",),
-    reqs=("A1", "C2"),
-    fix="disable the account now (`garrison users disable U`) and create a new admin with a "
-    "strong password",
-)
+@checks.add("identity.default-passwords")
 def default_passwords(ctx: DoctorContext) -> Outcome:
     admins = [(name, pw) for name, pw in _admins(ctx) if pw is not None]
     if not admins:
@@ -198,14 +151,7 @@ def default_passwords(ctx: DoctorContext) -> Outcome:
     return passed(f"{len(tried)} admin password(s) tried against known defaults{more}; none match")
 
 
-@checks.add(
-    "identity.api-key-rotation",
-    "API keys expire and are rotated",
-    seeds=("000", "004"),
-    reqs=("C5", "A7"),
-    fix="issue a replacement with `garrison api-keys create --user U --scope S --expires-in 90d`, "
-    "move clients to it, then `garrison api-keys revoke ID`",
-)
+@checks.add("identity.api-key-rotation")
 def api_key_rotation(ctx: DoctorContext) -> Outcome:
     now = ctx.clock()
     limit = now - ctx.settings.key_rotate_days * DAY
@@ -236,14 +182,7 @@ def api_key_rotation(ctx: DoctorContext) -> Outcome:
 MINIMAL_SCOPES = frozenset({"openid", "email", "profile"})
 
 
-@checks.add(
-    "identity.oidc",
-    "OIDC logins ask for minimal scopes over HTTPS",
-    seeds=("002", "003"),
-    reqs=("A11",),
-    fix="request only openid, email (and profile); use an https redirect_uri; set the client "
-    "secret variable",
-)
+@checks.add("identity.oidc")
 def oidc(ctx: DoctorContext) -> Outcome:
     providers = ctx.settings.oidc
     if not providers:
@@ -270,13 +209,7 @@ def _https_or_loopback(url: str) -> bool:
     return parts.scheme == "https" or parts.hostname in {"127.0.0.1", "localhost", "::1"}
 
 
-@checks.add(
-    "identity.policy-tests",
-    "Policies load and their unit tests pass",
-    seeds=("000", "004"),
-    reqs=("Z4", "Z3"),
-    fix="run `garrison policy test` and fix the policies or tables it names",
-)
+@checks.add("identity.policy-tests")
 def policy_tests(ctx: DoctorContext) -> Outcome:
     config = policy_config(ctx.settings)
     report = run_policy_tests(registry_for(config), config.policy_dir)
@@ -293,15 +226,7 @@ def _failed_login(ctx: DoctorContext) -> httpx.Response:
     return probe.request(ctx, "POST", "/auth/login", json=body)
 
 
-@checks.add(
-    "identity.login-uniform",
-    "Failed logins look the same for every username",
-    seeds=("001", "003"),
-    reqs=("A1",),
-    fix="return one generic 401 problem body for every failed login (Garrison does by default; "
-    "check what a proxy in front rewrites)",
-    live=True,
-)
+@checks.add("identity.login-uniform")
 def login_uniform(ctx: DoctorContext) -> Outcome:
     first, second = _failed_login(ctx), _failed_login(ctx)
     return judge_login_failures(first, second)
@@ -320,14 +245,7 @@ def judge_login_failures(first: httpx.Response, second: httpx.Response) -> Outco
     return passed("two failed logins (random unknown usernames) got the same 401 body")
 
 
-@checks.add(
-    "identity.admin-anonymous",
-    "Admin endpoints refuse anonymous callers",
-    seeds=("001",),
-    reqs=("Z5",),
-    fix="put /admin/* behind Garrison's admin check (or the network) so an anonymous call gets 401",
-    live=True,
-)
+@checks.add("identity.admin-anonymous")
 def admin_anonymous(ctx: DoctorContext) -> Outcome:
     return judge_protected(probe.get(ctx, "/admin/users"))
 
@@ -342,15 +260,7 @@ def judge_protected(response: httpx.Response) -> Outcome:
     return warned(f"{line}: not a clear refusal (expected 401 or 403)")
 
 
-@checks.add(
-    "identity.login-rate-limit",
-    "Repeated failed logins are throttled",
-    seeds=("002", "003", "004"),
-    reqs=("A13", "E3"),
-    fix="keep GARRISON_LOGIN_MAX_FAILURES / GARRISON_LOGIN_MAX_FAILURES_PER_IP set and, with several "
-    "replicas, USE_REDIS_LIMITER=true",
-    live=True,
-)
+@checks.add("identity.login-rate-limit")
 def login_rate_limit(ctx: DoctorContext) -> Outcome:
     if not ctx.aggressive:
         raise Skip("not probed without --aggressive (it sends failed logins until throttled)")

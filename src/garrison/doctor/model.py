@@ -1,8 +1,8 @@
 """What a check is and what it found (O4).
 
-A ``Spec`` is a check as written down: an id, the area it belongs to, a title, the seed guides and
-requirement IDs it comes from, the fix an operator applies when it does not pass, and the function
-that looks. Running a spec gives a ``Check``: the spec's identity plus a status and a one-line finding.
+A ``Spec`` is a check as written down (its ``About`` in ``checklist.CHECKLIST``: a title, the seed
+guides and requirement IDs it comes from, the fix an operator applies when it does not pass) with
+its id, the area it belongs to and the function that looks. Running a spec gives a ``Check``: the spec's identity plus a status and a one-line finding.
 Check functions return an ``Outcome`` through ``passed`` / ``warned`` / ``failed`` / ``skipped``, or
 raise ``Skip`` when something they depend on is missing (no ``--url``, no database).
 
@@ -15,7 +15,7 @@ a check marked ``asks_target`` (``operations.production-mode``) asks the target 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -72,7 +72,27 @@ def skipped(reason: str) -> Outcome:
     return Outcome(Status.SKIP, reason)
 
 
+def setting_on(on: bool, name: str, off: str) -> Outcome:
+    """The judgement of a setting that must be on: PASS ``NAME is on``, or FAIL saying what ``off``
+    leaves open."""
+    return passed(f"{name} is on") if on else failed(f"{name} is off: {off}")
+
+
 CheckFn = Callable[["DoctorContext"], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class About:
+    """A check as the checklist writes it down (every part of its ``Spec`` but the id, area and
+    function)."""
+
+    title: str
+    _: KW_ONLY
+    seeds: tuple[str, ...]
+    reqs: tuple[str, ...]
+    fix: str
+    live: bool = False  # needs ``--url``
+    asks_target: bool = False  # judges the ``--url`` deployment when given one, else this machine
 
 
 @dataclass(frozen=True, slots=True)

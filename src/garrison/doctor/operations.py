@@ -29,14 +29,7 @@ checks = Checks(Area.OPERATIONS)
 CLAIMED = frozenset({*GENERATED_SECRETS, "DATABASE_URL", "GARRISON_CORS_ORIGINS", "REDIS_URL"})
 
 
-@checks.add(
-    "operations.production-mode",
-    "Production mode is on",
-    seeds=("001", "003"),
-    reqs=("C1", "C2", "C3"),
-    fix="set GARRISON_ENV=production (it refuses weak settings and never reads .env)",
-    asks_target=True,
-)
+@checks.add("operations.production-mode")
 def production_mode(ctx: DoctorContext) -> Outcome:
     """With ``--url``, what the target shows (this shell's settings may be another deployment's);
     without, this configuration's ``GARRISON_ENV``."""
@@ -97,13 +90,7 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-@checks.add(
-    "operations.database-url",
-    "DATABASE_URL is PostgreSQL over TLS",
-    seeds=("001", "004"),
-    reqs=("C3",),
-    fix="set DATABASE_URL=postgresql://USER@HOST/DB?sslmode=verify-full",
-)
+@checks.add("operations.database-url")
 def database_url(ctx: DoctorContext) -> Outcome:
     found = [p for p in production_problems(ctx.settings) if p.startswith("DATABASE_URL")]
     if found:
@@ -115,13 +102,7 @@ def _sslmode(url: str) -> str:
     return parse_qs(urlsplit(url).query).get("sslmode", ["?"])[-1]
 
 
-@checks.add(
-    "operations.other-refusals",
-    "Nothing else production would refuse",
-    seeds=("001", "003"),
-    reqs=("C2",),
-    fix="fix each named setting; `garrison serve` in production refuses to start until then",
-)
+@checks.add("operations.other-refusals")
 def other_refusals(ctx: DoctorContext) -> Outcome:
     found = [p for p in production_problems(ctx.settings) if p.split(":")[0] not in CLAIMED]
     if found:
@@ -129,13 +110,7 @@ def other_refusals(ctx: DoctorContext) -> Outcome:
     return passed("no other setting would stop a production start")
 
 
-@checks.add(
-    "operations.database-reachable",
-    "The database answers",
-    seeds=("001", "004"),
-    reqs=("L8", "C3"),
-    fix="check DATABASE_URL, the network path and the credentials",
-)
+@checks.add("operations.database-reachable")
 def database_reachable(ctx: DoctorContext) -> Outcome:
     try:
         db = ctx.database()
@@ -146,13 +121,7 @@ def database_reachable(ctx: DoctorContext) -> Outcome:
     return passed(f"{db.dialect} answers")
 
 
-@checks.add(
-    "operations.migrations",
-    "Schema migrated, no drift",
-    seeds=("001", "003"),
-    reqs=("O2",),
-    fix="run `garrison db upgrade` from your deploy pipeline, then `garrison db check`",
-)
+@checks.add("operations.migrations")
 def migrations(ctx: DoctorContext) -> Outcome:
     db = ctx.database()
     problems = migrate.check(db)
@@ -162,13 +131,7 @@ def migrations(ctx: DoctorContext) -> Outcome:
     return passed(f"at {current}, in step with the code")
 
 
-@checks.add(
-    "operations.redis",
-    "Redis answers",
-    seeds=("000", "001"),
-    reqs=("E3", "L8"),
-    fix="check REDIS_URL, the network path and the credentials",
-)
+@checks.add("operations.redis")
 def redis_reachable(ctx: DoctorContext) -> Outcome:
     url = ctx.settings.redis_url
     if not url:
@@ -187,14 +150,7 @@ def redis_reachable(ctx: DoctorContext) -> Outcome:
     return passed(f"PING answered by {target.describe()}")
 
 
-@checks.add(
-    "operations.backups",
-    "A recent backup exists",
-    seeds=("000", "001", "002", "004"),
-    reqs=("O1",),
-    fix="schedule `garrison backup create DIR/garrison-$(date +%F).gbak` (encrypted) at least "
-    "daily, keep copies off the host, and test `garrison backup restore FILE` regularly",
-)
+@checks.add("operations.backups")
 def backups(ctx: DoctorContext) -> Outcome:
     directory = ctx.backups
     if directory is None:
@@ -247,13 +203,7 @@ def _age(days: float) -> str:
     return f"{days:.1f} days"
 
 
-@checks.add(
-    "operations.metrics-setting",
-    "/metrics needs an admin",
-    seeds=("001",),
-    reqs=("Z5", "L8"),
-    fix="unset GARRISON_METRICS_PUBLIC, or make sure only the scraper can reach the port",
-)
+@checks.add("operations.metrics-setting")
 def metrics_setting(ctx: DoctorContext) -> Outcome:
     if ctx.settings.metrics_public:
         return warned("GARRISON_METRICS_PUBLIC is on: only the network keeps /metrics private")
@@ -261,14 +211,7 @@ def metrics_setting(ctx: DoctorContext) -> Outcome:
 
 
 # -- live ---------------------------------------------------------------------------------------
-@checks.add(
-    "operations.healthz",
-    "/healthz is minimal",
-    seeds=("001", "002"),
-    reqs=("L8",),
-    fix='serve /healthz from Garrison: 200 {"status":"ok"} and nothing else',
-    live=True,
-)
+@checks.add("operations.healthz")
 def healthz(ctx: DoctorContext) -> Outcome:
     return judge_healthz(probe.get(ctx, "/healthz"))
 
@@ -280,14 +223,7 @@ def judge_healthz(response: httpx.Response) -> Outcome:
     return failed(f"{probe.status_line(response)} with {response.text[:120]!r}")
 
 
-@checks.add(
-    "operations.readyz",
-    "/readyz reports the database ready",
-    seeds=("001", "002"),
-    reqs=("L8",),
-    fix="check DATABASE_URL and REDIS_URL on the server; /readyz names the failing dependency",
-    live=True,
-)
+@checks.add("operations.readyz")
 def readyz(ctx: DoctorContext) -> Outcome:
     return judge_readyz(probe.get(ctx, "/readyz"))
 
@@ -303,13 +239,6 @@ def judge_readyz(response: httpx.Response) -> Outcome:
     return passed(f"200: {summary}")
 
 
-@checks.add(
-    "operations.metrics-protected",
-    "/metrics is not public",
-    seeds=("001",),
-    reqs=("Z5", "L8"),
-    fix="unset GARRISON_METRICS_PUBLIC (admin JWT required) or restrict /metrics at the network",
-    live=True,
-)
+@checks.add("operations.metrics-protected")
 def metrics_protected(ctx: DoctorContext) -> Outcome:
     return judge_protected(probe.get(ctx, "/metrics"))

@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from garrison.doctor.model import Area, Check, CheckFn, Outcome, Skip, Spec, Status
+from garrison.doctor.checklist import CHECKLIST
+from garrison.doctor.model import About, Area, Check, CheckFn, Outcome, Skip, Spec, Status
 
 if TYPE_CHECKING:
     from garrison.doctor.context import DoctorContext
 
 
 class Checks:
-    """The checks of one area, in the order they were declared (``@checks.add(...)``)."""
+    """The checks of one area, in the order they were declared (``@checks.add(id)``), each as
+    ``checklist`` writes it down."""
 
-    def __init__(self, area: Area) -> None:
+    def __init__(self, area: Area, checklist: Mapping[str, About] = CHECKLIST) -> None:
         self.area = area
+        self.checklist = checklist
         self.specs: list[Spec] = []
 
-    def add(
-        self,
-        id: str,
-        title: str,
-        *,
-        seeds: Iterable[str],
-        reqs: Iterable[str],
-        fix: str,
-        live: bool = False,
-        asks_target: bool = False,
-    ) -> Callable[[CheckFn], CheckFn]:
+    def add(self, id: str) -> Callable[[CheckFn], CheckFn]:
+        about = self.checklist[id]
+
         def register(fn: CheckFn) -> CheckFn:
-            spec = Spec(id, self.area, title, tuple(seeds), tuple(reqs), fix, fn, live, asks_target)
+            spec = Spec(
+                id,
+                self.area,
+                about.title,
+                about.seeds,
+                about.reqs,
+                about.fix,
+                fn,
+                about.live,
+                about.asks_target,
+            )
             self.specs.append(spec)
             return fn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from garrison.doctor.context import DoctorContext
-from garrison.doctor.model import Area, Outcome, Skip, failed, passed
+from garrison.doctor.model import Area, Outcome, Skip, failed, passed, setting_on
 from garrison.doctor.registry import Checks
 from garrison.storage.db import Database
 from garrison.storage.schema import TENANT_TABLES
@@ -14,17 +14,13 @@ from garrison.tenancy.dbroles import runtime_role_problems
 checks = Checks(Area.TENANCY)
 
 
-@checks.add(
-    "tenancy.tenant-header",
-    "Authenticated requests must name their tenant",
-    seeds=("001",),
-    reqs=("T2",),
-    fix="set REQUIRE_TENANT_HEADER=true",
-)
+@checks.add("tenancy.tenant-header")
 def tenant_header(ctx: DoctorContext) -> Outcome:
-    if ctx.settings.tenant_header_required:
-        return passed("REQUIRE_TENANT_HEADER is on")
-    return failed("REQUIRE_TENANT_HEADER is off: a request without X-Tenant-ID is not rejected")
+    return setting_on(
+        ctx.settings.tenant_header_required,
+        "REQUIRE_TENANT_HEADER",
+        "a request without X-Tenant-ID is not rejected",
+    )
 
 
 def _postgres(ctx: DoctorContext) -> Database:
@@ -34,13 +30,7 @@ def _postgres(ctx: DoctorContext) -> Database:
     return db
 
 
-@checks.add(
-    "tenancy.runtime-role",
-    "The service's database login is least-privilege",
-    seeds=("000", "003"),
-    reqs=("T4",),
-    fix="run `garrison db roles` as a superuser, then point DATABASE_URL at the app_rw role",
-)
+@checks.add("tenancy.runtime-role")
 def runtime_role(ctx: DoctorContext) -> Outcome:
     problems = runtime_role_problems(_postgres(ctx))
     if problems:
@@ -62,13 +52,7 @@ def rls_state(db: Database) -> dict[str, tuple[bool, int]]:
     return {name: (bool(enabled), int(policies)) for name, enabled, policies in rows}
 
 
-@checks.add(
-    "tenancy.row-level-security",
-    "Row-level security guards every tenant table",
-    seeds=("000", "003"),
-    reqs=("T4", "T3"),
-    fix="run `garrison db upgrade` (migration 0002 enables row-level security and its policies)",
-)
+@checks.add("tenancy.row-level-security")
 def row_level_security(ctx: DoctorContext) -> Outcome:
     state = rls_state(_postgres(ctx))
     problems = []

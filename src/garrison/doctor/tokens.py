@@ -38,13 +38,7 @@ ASYMMETRIC = frozenset(
 LONG_ACCESS_TTL = 3600
 
 
-@checks.add(
-    "tokens.key-rotation",
-    "Signing key rotated on schedule",
-    seeds=("000", "004"),
-    reqs=("C5", "A6"),
-    fix="run `garrison keys rotate` (old tokens keep verifying until they expire)",
-)
+@checks.add("tokens.key-rotation")
 def key_rotation(ctx: DoctorContext) -> Outcome:
     keys = _keyring(ctx).list()
     active = [k for k in keys if k.status == "active"]
@@ -76,14 +70,7 @@ def _keyring(ctx: DoctorContext) -> Keyring:
 LEGACY_ALGS = frozenset({"RS256"})
 
 
-@checks.add(
-    "tokens.signing-algorithm",
-    "Tokens are signed with an approved algorithm",
-    seeds=("001", "002", "004"),
-    reqs=("A2",),
-    fix="set GARRISON_SIGNING_ALG=PS256 (or ES256, EdDSA) and run `garrison keys rotate`: tokens "
-    "of the RS256 key keep verifying until they expire",
-)
+@checks.add("tokens.signing-algorithm")
 def signing_algorithm(ctx: DoctorContext) -> Outcome:
     """RS256 (configured, or still the live key) fails in production and warns elsewhere: it runs
     (a deliberate legacy opt-in for a consumer that knows nothing else), but such a deployment does
@@ -103,13 +90,7 @@ def signing_algorithm(ctx: DoctorContext) -> Outcome:
     return failed(finding) if ctx.settings.production else warned(finding)
 
 
-@checks.add(
-    "tokens.access-ttl",
-    "Access tokens are short-lived",
-    seeds=("002", "004"),
-    reqs=("A2",),
-    fix="set GARRISON_ACCESS_TTL=900 (15 minutes) and rely on refresh tokens",
-)
+@checks.add("tokens.access-ttl")
 def access_ttl(ctx: DoctorContext) -> Outcome:
     ttl = ctx.settings.access_ttl
     if ttl > LONG_ACCESS_TTL:
@@ -127,14 +108,7 @@ def jwks_keys(ctx: DoctorContext) -> list[dict[str, Any]]:
     return [k for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
 
 
-@checks.add(
-    "tokens.jwks",
-    "JWKS publishes only public signing keys",
-    seeds=("000",),
-    reqs=("A6",),
-    fix="serve /.well-known/jwks.json from Garrison's keyring (public parts, kid, alg, use only)",
-    live=True,
-)
+@checks.add("tokens.jwks")
 def jwks(ctx: DoctorContext) -> Outcome:
     response = probe.get(ctx, "/.well-known/jwks.json")
     return judge_jwks(response)
@@ -167,15 +141,7 @@ def judge_jwks(response: httpx.Response) -> Outcome:
     return passed(f"{len(keys)} public key(s), each with kid, alg and use")
 
 
-@checks.add(
-    "tokens.discovery",
-    "Discovery document names this issuer and asymmetric algorithms",
-    seeds=("001", "002", "004"),
-    reqs=("A2",),
-    fix="set GARRISON_ISSUER to the public URL clients use, and keep GARRISON_SIGNING_ALG "
-    "asymmetric (PS256, ES256 or EdDSA)",
-    live=True,
-)
+@checks.add("tokens.discovery")
 def discovery(ctx: DoctorContext) -> Outcome:
     response = probe.get(ctx, "/.well-known/openid-configuration")
     return judge_discovery(response, ctx.issuer)
@@ -228,14 +194,7 @@ def _some_admin(ctx: DoctorContext) -> tuple[str, str | None] | None:
     return None
 
 
-@checks.add(
-    "tokens.alg-none",
-    "Unsigned (alg=none) tokens are refused",
-    seeds=("004",),
-    reqs=("A3",),
-    fix="verify tokens only with Garrison's algorithm allow-list; never accept alg=none",
-    live=True,
-)
+@checks.add("tokens.alg-none")
 def alg_none(ctx: DoctorContext) -> Outcome:
     try:
         keys = jwks_keys(ctx)
@@ -247,14 +206,7 @@ def alg_none(ctx: DoctorContext) -> Outcome:
     return judge_forged(response, "an alg=none token")
 
 
-@checks.add(
-    "tokens.alg-confusion",
-    "HS256 tokens keyed with the public key are refused",
-    seeds=("004",),
-    reqs=("A3",),
-    fix="pin each key's algorithm (kid -> alg) and never verify an HMAC with a public key",
-    live=True,
-)
+@checks.add("tokens.alg-confusion")
 def alg_confusion(ctx: DoctorContext) -> Outcome:
     keys = [k for k in jwks_keys(ctx) if k.get("kty") in {"RSA", "EC", "OKP"}]
     if not keys:
@@ -277,14 +229,7 @@ def judge_forged(response: httpx.Response, what: str) -> Outcome:
     return failed(f"{what} got {response.status_code}, not 401")
 
 
-@checks.add(
-    "tokens.query-string",
-    "Tokens in the query string are refused",
-    seeds=("001",),
-    reqs=("A8",),
-    fix="accept credentials only in the Authorization header; refuse ?access_token= and the like",
-    live=True,
-)
+@checks.add("tokens.query-string")
 def query_string(ctx: DoctorContext) -> Outcome:
     response = probe.get(ctx, "/healthz", params={"access_token": "doctor-probe"})
     return judge_query_token(response)

@@ -10,19 +10,20 @@ bound to its user: a disabled user's keys stop working with the user.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import AuthenticationError, NotFoundError, ValidationError
+from garrison.identity.digest import token_hash
+from garrison.plain import fields_dict
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
 from garrison.storage.schema import api_keys
@@ -58,17 +59,7 @@ class ApiKey:
     rotate_by: float
 
     def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "user_id": self.user_id,
-            "name": self.name,
-            "scopes": list(self.scopes),
-            "tenant": self.tenant,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "rotate_by": self.rotate_by,
-        }
+        return fields_dict(self)
 
 
 #: Lifetime of a key made without one, unless the store is given another (GARRISON_API_KEY_TTL).
@@ -89,23 +80,13 @@ def _key(row: Any, default_ttl: int = DEFAULT_TTL) -> ApiKey:
     )
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
+@dataclass(eq=False, repr=False)
 class ApiKeyStore:
-    def __init__(
-        self,
-        db: Database,
-        bus: InvalidationBus,
-        clock: Clock = system_clock,
-        *,
-        default_ttl: int = DEFAULT_TTL,
-    ) -> None:
-        self.db = db
-        self.bus = bus
-        self.clock = clock
-        self.default_ttl = default_ttl
+    db: Database
+    bus: InvalidationBus
+    clock: Clock = system_clock
+    _: KW_ONLY
+    default_ttl: int = DEFAULT_TTL
 
     def create(
         self,
@@ -139,7 +120,7 @@ class ApiKeyStore:
                 api_keys.insert().values(
                     id=key_id,
                     lookup=lookup,
-                    key_hash=_digest(secret),
+                    key_hash=token_hash(secret),
                     user_id=user_id,
                     name=name,
                     scopes=sorted(set(scopes)),
@@ -176,8 +157,8 @@ class ApiKeyStore:
         lookup, secret = match.groups()
         with self.db.begin() as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.lookup == lookup)).first()
-        expected = row.key_hash if row else _digest("")
-        if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+        expected = row.key_hash if row else token_hash("")
+        if not hmac.compare_digest(expected, token_hash(secret)) or row is None:
             raise AuthenticationError("invalid API key", code="invalid_api_key")
         key = _key(row, self.default_ttl)
         if key.revoked_at is not None or (key.expires_at and key.expires_at <= self.clock()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from garrison.clock import Clock, system_clock
@@ -38,14 +38,14 @@ class _UserStatus:
     expires: float
 
 
+@dataclass(eq=False, repr=False)
 class _TtlCache:
     """A dict with per-entry expiry; entries are replaced, never mutated."""
 
-    def __init__(self, ttl: Callable[[], float], clock: Clock, max_size: int = 100_000) -> None:
-        self.ttl = ttl  # read per entry: the bus's state decides how long one may be kept
-        self.clock = clock
-        self.max_size = max_size
-        self.data: dict[str, tuple[float, Any]] = {}
+    ttl: Callable[[], float]  # read per entry: the bus's state decides how long one may be kept
+    clock: Clock
+    max_size: int = 100_000
+    data: dict[str, tuple[float, Any]] = field(default_factory=dict, init=False)
 
     def get(self, key: str) -> Any | None:
         entry = self.data.get(key)
@@ -62,32 +62,31 @@ class _TtlCache:
         self.data.pop(key, None)
 
 
+@dataclass(eq=False, repr=False)
 class Authenticator:
-    def __init__(
-        self,
-        codec: TokenCodec,
-        users: UserStore,
-        sessions: SessionStore,
-        api_keys: ApiKeyStore,
-        bus: InvalidationBus,
-        *,
-        cache_ttl: float = 30.0,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.codec = codec
-        self.users = users
-        self.sessions = sessions
-        self.api_keys = api_keys
-        self.external: ExternalTokens | None = None  # A10: set when external IdPs are configured
+    codec: TokenCodec
+    users: UserStore
+    sessions: SessionStore
+    api_keys: ApiKeyStore
+    bus: InvalidationBus
+    _: KW_ONLY
+    cache_ttl: float = 30.0
+    clock: Clock = system_clock
+    external: ExternalTokens | None = field(default=None, init=False)  # A10: set with external IdPs
+    _users: _TtlCache = field(init=False)
+    _families: _TtlCache = field(init=False)
+    _keys: _TtlCache = field(init=False)
+    _principals: _TtlCache = field(init=False)
 
+    def __post_init__(self) -> None:
         def ttl() -> float:
-            return bus.cache_ttl(cache_ttl)
+            return self.bus.cache_ttl(self.cache_ttl)
 
-        self._users = _TtlCache(ttl, clock)
-        self._families = _TtlCache(ttl, clock)
-        self._keys = _TtlCache(ttl, clock)
-        self._principals = _TtlCache(ttl, clock)
-        bus.subscribe(self._invalidate)
+        self._users = _TtlCache(ttl, self.clock)
+        self._families = _TtlCache(ttl, self.clock)
+        self._keys = _TtlCache(ttl, self.clock)
+        self._principals = _TtlCache(ttl, self.clock)
+        self.bus.subscribe(self._invalidate)
 
     def _invalidate(self, kind: str, ident: str) -> None:
         if kind == "user":  # disabled, or every session revoked: its families' entries go too

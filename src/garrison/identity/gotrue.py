@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from garrison.errors import AuthenticationError, ConfigError, UnavailableError
+from garrison.plain import fields_dict
 from garrison.principal import Principal
 from garrison.tokens.jws import TokenError
 
@@ -62,12 +63,7 @@ class GoTrueTokens:
     principal: Principal
 
     def body(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token,
-            "token_type": self.token_type,
-            "expires_in": self.expires_in,
-            "refresh_token": self.refresh_token,
-        }
+        return fields_dict(self, without=("principal",))
 
 
 class GoTrueRefresh:

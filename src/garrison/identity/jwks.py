@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import httpx
@@ -42,26 +43,19 @@ def fetch_json(http: httpx.Client, url: str, *, max_bytes: int = MAX_JWKS_BYTES)
         raise UnavailableError(f"cannot fetch {url}: not JSON", dependency="idp") from None
 
 
+@dataclass(eq=False, repr=False)
 class RemoteJwks:
-    def __init__(
-        self,
-        url: str,
-        http: httpx.Client,
-        *,
-        ttl: float = 3600,
-        min_refetch: float = 30,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.url = url
-        self.http = http
-        self.ttl = ttl
-        self.min_refetch = min_refetch
-        self.clock = clock
-        self._keys: dict[str, KeyEntry] = {}
-        self._unnamed: list[KeyEntry] = []
-        self._fetched_at: float | None = None
-        self._attempted_at = float("-inf")
-        self._lock = threading.Lock()
+    url: str
+    http: httpx.Client
+    _: KW_ONLY
+    ttl: float = 3600
+    min_refetch: float = 30
+    clock: Clock = system_clock
+    _keys: dict[str, KeyEntry] = field(default_factory=dict, init=False)
+    _unnamed: list[KeyEntry] = field(default_factory=list, init=False)
+    _fetched_at: float | None = field(default=None, init=False)
+    _attempted_at: float = field(default=float("-inf"), init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def key(self, kid: str | None, alg: str) -> KeyEntry | None:
         """The key ``kid`` names, whatever its algorithm (the decoder compares it with the

@@ -15,7 +15,6 @@ Every method is blocking (database, and the caller's argon2 around it): run in a
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
 from garrison.identity import recovery, totp
+from garrison.identity.digest import token_hash
 from garrison.storage.db import Database
 from garrison.storage.schema import mfa_challenges, mfa_recovery_codes, mfa_totp
 from garrison.vault import EncryptedField, KeySet, envelope
@@ -43,10 +43,6 @@ _C = mfa_challenges.c
 
 def _ref(user_id: str) -> SecretRef:
     return SecretRef(user_id, None, "mfa.totp")
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +65,11 @@ class Enrolment:
     created_at: float
 
 
+@dataclass(eq=False, repr=False)
 class MfaStore:
-    def __init__(self, db: Database, keys: KeySet, clock: Clock = system_clock) -> None:
-        self.db = db
-        self.keys = keys
-        self.clock = clock
+    db: Database
+    keys: KeySet
+    clock: Clock = system_clock
 
     # -- TOTP ----------------------------------------------------------------------------------
     def status(self, user_id: str) -> str:
@@ -262,7 +258,7 @@ class MfaStore:
             conn.execute(sa.delete(mfa_challenges).where(_C.expires_at < now - CHALLENGE_TTL))
             conn.execute(
                 mfa_challenges.insert().values(
-                    token_hash=_token_hash(token),
+                    token_hash=token_hash(token),
                     user_id=user_id,
                     amr=list(amr),
                     session=session,
@@ -281,7 +277,7 @@ class MfaStore:
             return None
         with self.db.begin() as conn:
             row = conn.execute(
-                sa.select(mfa_challenges).where(_C.token_hash == _token_hash(token))
+                sa.select(mfa_challenges).where(_C.token_hash == token_hash(token))
             ).first()
         if row is None or row.used_at is not None or row.expires_at <= self.clock():
             return None

@@ -49,6 +49,7 @@ from garrison.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from garrison.identity.digest import token_hash
 from garrison.identity.jwks import FETCH_TIMEOUT, RemoteJwks, fetch_json
 from garrison.identity.provisioning import Provisioner
 from garrison.identity.service import AuthService, Client, TokenPair
@@ -69,10 +70,6 @@ def pkce_challenge(verifier: str) -> str:
     """The S256 code challenge of a code verifier (RFC 7636 section 4.2)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 # -- providers --------------------------------------------------------------------------------
@@ -162,14 +159,14 @@ class StateStore(Protocol):
         """The request stored under ``state``, removed in the same step (single use)."""
 
 
+@dataclass(eq=False, repr=False)
 class MemoryStateStore:
     """One node only: a dict with expiry, bounded so a flood of logins cannot grow it forever."""
 
-    def __init__(self, clock: Clock = system_clock, max_size: int = 100_000) -> None:
-        self.clock = clock
-        self.max_size = max_size
-        self._data: dict[str, tuple[float, LoginRequest]] = {}
-        self._lock = threading.Lock()
+    clock: Clock = system_clock
+    max_size: int = 100_000
+    _data: dict[str, tuple[float, LoginRequest]] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def put(self, state: str, request: LoginRequest, ttl: int) -> None:
         now = self.clock()
@@ -178,11 +175,11 @@ class MemoryStateStore:
                 self._data = {k: v for k, v in self._data.items() if v[0] > now}
                 if len(self._data) >= self.max_size:
                     raise UnavailableError("too many logins in progress")
-            self._data[_digest(state)] = (now + ttl, request)
+            self._data[token_hash(state)] = (now + ttl, request)
 
     def take(self, state: str) -> LoginRequest | None:
         with self._lock:
-            entry = self._data.pop(_digest(state), None)
+            entry = self._data.pop(token_hash(state), None)
         return entry[1] if entry is not None and entry[0] > self.clock() else None
 
 
@@ -196,13 +193,13 @@ class RedisStateStore:
 
     def put(self, state: str, request: LoginRequest, ttl: int) -> None:
         try:
-            self.client.set(self.prefix + _digest(state), json.dumps(asdict(request)), ex=ttl)
+            self.client.set(self.prefix + token_hash(state), json.dumps(asdict(request)), ex=ttl)
         except redis.RedisError as exc:
             raise UnavailableError(f"login state store unavailable: {type(exc).__name__}") from None
 
     def take(self, state: str) -> LoginRequest | None:
         try:
-            raw = self.client.getdel(self.prefix + _digest(state))
+            raw = self.client.getdel(self.prefix + token_hash(state))
         except redis.RedisError as exc:
             raise UnavailableError(f"login state store unavailable: {type(exc).__name__}") from None
         if raw is None:
@@ -249,30 +246,22 @@ class OidcConfig:
     limits: Limits = field(default_factory=Limits)
 
 
+@dataclass(eq=False, repr=False)
 class OidcLogin:
-    def __init__(
-        self,
-        providers: Mapping[str, OidcProvider],
-        store: StateStore,
-        http: httpx.Client,
-        provisioner: Provisioner,
-        auth: AuthService,
-        limiter: Limiter,
-        audit: AuditSink,
-        limits: Limits = Limits(),
-        clock: Clock = system_clock,
-    ) -> None:
-        self.providers = dict(providers)
-        self.store = store
-        self.http = http
-        self.provisioner = provisioner
-        self.auth = auth
-        self.limiter = limiter
-        self.audit = audit
-        self.limits = limits
-        self.clock = clock
-        self._endpoints: dict[str, _Endpoints] = {}
-        self._lock = threading.Lock()
+    providers: Mapping[str, OidcProvider]
+    store: StateStore
+    http: httpx.Client
+    provisioner: Provisioner
+    auth: AuthService
+    limiter: Limiter
+    audit: AuditSink
+    limits: Limits = field(default_factory=Limits)
+    clock: Clock = system_clock
+    _endpoints: dict[str, _Endpoints] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.providers = dict(self.providers)
 
     def close(self) -> None:
         self.http.close()
@@ -290,7 +279,7 @@ class OidcLogin:
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier, binding = secrets.token_urlsafe(64), secrets.token_urlsafe(32)
         self.store.put(
-            state, LoginRequest(name, nonce, verifier, _digest(binding)), self.limits.state_ttl
+            state, LoginRequest(name, nonce, verifier, token_hash(binding)), self.limits.state_ttl
         )
         query = urlencode(
             {
@@ -355,7 +344,7 @@ class OidcLogin:
             raise OidcError("unknown, expired or already used state", code="oidc_state")
         if request.provider != provider.name:
             raise OidcError("state belongs to another provider", code="oidc_state")
-        if binding is None or not hmac.compare_digest(_digest(binding), request.binding):
+        if binding is None or not hmac.compare_digest(token_hash(binding), request.binding):
             raise OidcError("login was started in another browser", code="oidc_state")
         if "error" in params:
             raise OidcError(f"provider refused: {params['error'][:64]}", code="oidc_denied")

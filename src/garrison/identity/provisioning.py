@@ -16,6 +16,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -54,11 +55,11 @@ def usable_email(email: object) -> str | None:
         return None
 
 
+@dataclass(eq=False, repr=False)
 class Provisioner:
-    def __init__(self, db: Database, users_store: UserStore, clock: Clock = system_clock) -> None:
-        self.db = db
-        self.users = users_store
-        self.clock = clock
+    db: Database
+    users: UserStore
+    clock: Clock = system_clock
 
     def ensure(
         self,

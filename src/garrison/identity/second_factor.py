@@ -16,6 +16,7 @@ same request, so a stolen access token alone cannot take the factor off (ASVS 6.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
 from garrison.audit.event import AuditSink, Outcome
@@ -39,14 +40,13 @@ BAD_CODE = "invalid code"
 REAUTH_FAILED = "re-authentication failed"
 
 
+@dataclass(eq=False, repr=False)
 class SecondFactor:
-    def __init__(
-        self, store: MfaStore, throttle: FailureThrottle, audit: AuditSink, *, issuer: str
-    ) -> None:
-        self.store = store
-        self.throttle = throttle
-        self.audit = audit
-        self.issuer = issuer
+    store: MfaStore
+    throttle: FailureThrottle
+    audit: AuditSink
+    _: KW_ONLY
+    issuer: str
 
     def required_for(self, user: User) -> bool:
         """Whether a login of ``user`` must show a second factor."""

@@ -40,18 +40,12 @@ class Changed:
     ended_sessions: int
 
 
+@dataclass(eq=False, repr=False)
 class SelfService:
-    def __init__(
-        self,
-        users: UserStore,
-        sessions: SessionStore,
-        throttle: FailureThrottle,
-        audit: AuditSink,
-    ) -> None:
-        self.users = users
-        self.sessions = sessions
-        self.throttle = throttle
-        self.audit = audit
+    users: UserStore
+    sessions: SessionStore
+    throttle: FailureThrottle
+    audit: AuditSink
 
     # -- the password ----------------------------------------------------------------------------
     def change_password(self, who: Principal, current: str, new: str, client: Client) -> Changed:

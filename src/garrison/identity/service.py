@@ -23,7 +23,7 @@ holding a copy of someone's refresh token is not a way to end their session.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from garrison.audit.event import AuditEvent, AuditSink, Outcome
@@ -126,28 +126,18 @@ def acr_for(amr: Sequence[str]) -> str:
 PermissionsFor = Callable[[Sequence[str]], list[str]]
 
 
+@dataclass(eq=False, repr=False)
 class AuthService:
-    def __init__(
-        self,
-        users: UserStore,
-        sessions: SessionStore,
-        codec: TokenCodec,
-        limiter: Limiter,
-        audit: AuditSink,
-        throttle: Throttle,
-        permissions_for: PermissionsFor = lambda roles: [],
-        mfa: SecondFactor | None = None,
-    ) -> None:
-        self.users = users
-        self.sessions = sessions
-        self.codec = codec
-        self.limiter = limiter
-        self.audit = audit
-        self.throttle = throttle
-        self.permissions_for = permissions_for
-        #: GoTrue's refresh grant (``SUPABASE_GOTRUE_URL``, seed 001); None: Garrison's tokens only
-        self.gotrue: GoTrueRefresh | None = None
-        self.mfa = mfa
+    users: UserStore
+    sessions: SessionStore
+    codec: TokenCodec
+    limiter: Limiter
+    audit: AuditSink
+    throttle: Throttle
+    permissions_for: PermissionsFor = lambda roles: []
+    mfa: SecondFactor | None = None
+    #: GoTrue's refresh grant (``SUPABASE_GOTRUE_URL``, seed 001); None: Garrison's tokens only
+    gotrue: GoTrueRefresh | None = field(default=None, init=False)
 
     # -- login ---------------------------------------------------------------------------------
     def login(self, username: str, password: str, client: Client) -> TokenPair:

@@ -14,7 +14,6 @@ last used from (address, user agent) for ``GET /auth/sessions``.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import AuthenticationError, RefreshReuseError
+from garrison.identity.digest import token_hash
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import Database
 from garrison.storage.schema import refresh_families, refresh_tokens
@@ -34,10 +34,6 @@ _MAX_IP = 64
 _MAX_AGENT = 400
 IDLE = "session idle too long"
 ABSOLUTE = "session reached its absolute lifetime"
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _new_token() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from garrison.clock import Clock, system_clock
 from garrison.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from garrison.identity.password_policy import PasswordPolicy
 from garrison.identity.passwords import hash_password
+from garrison.plain import fields_dict
 from garrison.storage.bus import InvalidationBus
 from garrison.storage.db import ALL_TENANTS, Database
 from garrison.storage.schema import api_keys, refresh_families, users
@@ -88,14 +89,7 @@ class EmailRewrapReport:
     failed: list[str] = field(default_factory=list)  # ids of users whose address does not open
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "current_version": self.current_version,
-            "pending": self.pending,
-            "rewrapped": self.rewrapped,
-            "sealed": self.sealed,
-            "skipped": self.skipped,
-            "failed": list(self.failed),
-        }
+        return fields_dict(self)
 
 
 def _user(row: Any, email: str | None) -> User:
@@ -135,22 +129,16 @@ def validate_tenant(tenant: str | None) -> str | None:
     return tenant
 
 
+@dataclass(eq=False, repr=False)
 class UserStore:
-    def __init__(
-        self,
-        db: Database,
-        bus: InvalidationBus,
-        clock: Clock = system_clock,
-        policy: PasswordPolicy | None = None,
-        *,
-        emails: EmailCipher | None = None,
-    ) -> None:
-        self.db = db
-        self.bus = bus
-        self.clock = clock
-        #: seals and opens the email column (V2); None: users without an email only
-        self.emails = emails
-        self.policy = policy or PasswordPolicy()  # every password set here passes it (A15)
+    db: Database
+    bus: InvalidationBus
+    clock: Clock = system_clock
+    #: every password set here passes it (A15)
+    policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+    _: KW_ONLY
+    #: seals and opens the email column (V2); None: users without an email only
+    emails: EmailCipher | None = None
 
     # -- the encrypted email (V2) ----------------------------------------------------------------
     def email_columns(self, user_id: str, email: str | None) -> dict[str, object]:

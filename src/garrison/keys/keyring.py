@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,36 +53,27 @@ class _Signer:
     sign: Any  # Callable[[bytes], bytes]
 
 
+@dataclass(eq=False, repr=False)
 class Keyring:
-    def __init__(
-        self,
-        db: Database,
-        kek: bytes,
-        *,
-        alg: str = "PS256",
-        verify_window: float = 900.0,
-        rotate_days: int = 90,
-        refresh_interval: float = 1.0,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.db = db
-        self.kek = kek
-        self.alg = alg
-        self.verify_window = verify_window  # how long a retired key keeps verifying
-        self.rotate_days = rotate_days
-        self.refresh_interval = refresh_interval
-        #: False while a background task refreshes (``garrison serve``): no database read on a
-        #: request's path. True where nothing else would (CLI, library use).
-        self.refresh_inline = True
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._signer: _Signer | None = None
-        #: kid -> (alg, verify function); read lock-free on the hot path
-        self.verifiers: dict[str, tuple[str, algorithms.Verifier]] = {}
-        self._jwks: dict[str, Any] = {"keys": []}
-        self._last_reload = 0.0
-        #: kid -> (verify, sign): unsealing and parsing a key is done once per kid, not per reload
-        self._loaded: dict[str, tuple[algorithms.Verifier, Any]] = {}
+    db: Database
+    kek: bytes
+    _: KW_ONLY
+    alg: str = "PS256"
+    verify_window: float = 900.0  # how long a retired key keeps verifying
+    rotate_days: int = 90
+    refresh_interval: float = 1.0
+    clock: Clock = system_clock
+    #: False while a background task refreshes (``garrison serve``): no database read on a
+    #: request's path. True where nothing else would (CLI, library use).
+    refresh_inline: bool = field(default=True, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _signer: _Signer | None = field(default=None, init=False)
+    #: kid -> (alg, verify function); read lock-free on the hot path
+    verifiers: dict[str, tuple[str, algorithms.Verifier]] = field(default_factory=dict, init=False)
+    _jwks: dict[str, Any] = field(default_factory=lambda: {"keys": []}, init=False)
+    _last_reload: float = field(default=0.0, init=False)
+    #: kid -> (verify, sign): unsealing and parsing a key is done once per kid, not per reload
+    _loaded: dict[str, tuple[algorithms.Verifier, Any]] = field(default_factory=dict, init=False)
 
     # -- loading -------------------------------------------------------------------------------
     def load(self) -> None:

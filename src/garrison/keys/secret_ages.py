@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.clock import Clock, system_clock
+from garrison.plain import fields_dict
 from garrison.storage.db import Database
 from garrison.storage.schema import secret_fingerprints
 
@@ -54,13 +55,7 @@ class SecretAge:
     overdue: bool
 
     def public(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "first_seen_at": self.first_seen_at,
-            "rotate_by": self.rotate_by,
-            "overdue": self.overdue,
-        }
+        return fields_dict(self)
 
 
 class SecretAges:

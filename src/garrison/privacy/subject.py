@@ -63,6 +63,18 @@ class ErasureReport:
         return asdict(self)
 
 
+def _rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    fields: tuple[str, ...],
+    where: sa.ColumnElement[bool],
+    order: str,
+) -> list[dict[str, Any]]:
+    """``fields`` of the rows of ``table`` that ``where`` picks, ordered by column ``order``."""
+    query = sa.select(table).where(where).order_by(table.c[order])
+    return [_pick(r, fields) for r in conn.execute(query)]
+
+
 def _pick(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
     mapping = row._mapping
     return {name: mapping[name] for name in names}
@@ -91,30 +103,17 @@ def export_user(
             "email": email,
             "has_password": row.password_hash is not None,
         }
-        sessions = [
-            _pick(r, _SESSION_FIELDS)
-            for r in conn.execute(
-                sa.select(refresh_families)
-                .where(refresh_families.c.user_id == user_id)
-                .order_by(refresh_families.c.created_at)
-            )
-        ]
-        keys = [
-            _pick(r, _KEY_FIELDS)
-            for r in conn.execute(
-                sa.select(api_keys)
-                .where(api_keys.c.user_id == user_id)
-                .order_by(api_keys.c.created_at)
-            )
-        ]
-        secrets = [
-            _pick(r, _SECRET_FIELDS)
-            for r in conn.execute(
-                sa.select(vault_secrets)
-                .where(vault_secrets.c.created_by == user_id)
-                .order_by(vault_secrets.c.name)
-            )
-        ]
+        sessions = _rows(
+            conn,
+            refresh_families,
+            _SESSION_FIELDS,
+            refresh_families.c.user_id == user_id,
+            "created_at",
+        )
+        keys = _rows(conn, api_keys, _KEY_FIELDS, api_keys.c.user_id == user_id, "created_at")
+        secrets = _rows(
+            conn, vault_secrets, _SECRET_FIELDS, vault_secrets.c.created_by == user_id, "name"
+        )
         audit = list(_audit_records(conn, [user_id, *(k["id"] for k in keys)]))
         mfa = _mfa_facts(conn, user_id)
     return {

@@ -40,13 +40,14 @@ import contextlib
 import ipaddress
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal, Protocol
 
 import redis
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import ThrottledError, UnavailableError
+from garrison.ratelimit.limiter import redis_unavailable
 
 Budget = Literal["pair", "account", "ip"]
 _BUDGETS: dict[str, Budget] = {"pair": "pair", "account": "account", "ip": "ip"}
@@ -161,19 +162,13 @@ class Attempt:
         return Lockout(t.scope, self.account, count, t.policy.window)
 
 
+@dataclass(eq=False, repr=False)
 class FailureThrottle:
-    def __init__(
-        self,
-        store: FailureStore,
-        policy: FailurePolicy,
-        *,
-        scope: str,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.store = store
-        self.policy = policy
-        self.scope = scope
-        self.clock = clock
+    store: FailureStore
+    policy: FailurePolicy
+    _: KW_ONLY
+    scope: str
+    clock: Clock = system_clock
 
     def keys(self, account: str, ip: str | None) -> Keys:
         address = address_key(ip)  # never contains "|": the pair key splits at its first one
@@ -220,6 +215,13 @@ class MemoryFailureStore:
         entry = self._windows.get(key)
         return entry if entry is not None and entry.reset_at > now else None
 
+    def _windows_back(self, keys: Keys, now: float) -> None:
+        """The slot each live window (ip, account) holds, back (the lock is held)."""
+        for key in (keys.ip, keys.account):
+            entry = self._window(key, now)
+            if entry is not None and entry.count > 0:
+                entry.count -= 1
+
     def _pair(self, key: str, now: float) -> _Pair | None:
         entry = self._pairs.get(key)
         return entry if entry is not None and entry.expires > now else None
@@ -253,18 +255,12 @@ class MemoryFailureStore:
 
     def release(self, keys: Keys, now: float) -> None:
         with self._lock:
-            for key in (keys.ip, keys.account):
-                entry = self._window(key, now)
-                if entry is not None and entry.count > 0:
-                    entry.count -= 1
+            self._windows_back(keys, now)
             self._pairs.pop(keys.pair, None)
 
     def unreserve(self, keys: Keys, now: float) -> None:
         with self._lock:
-            for key in (keys.ip, keys.account):
-                entry = self._window(key, now)
-                if entry is not None and entry.count > 0:
-                    entry.count -= 1
+            self._windows_back(keys, now)
             pair = self._pair(keys.pair, now)
             if pair is not None and pair.count > 0:
                 pair.count -= 1
@@ -347,8 +343,8 @@ return {'', '0'}
 """
 )
 
-# KEYS: ip, account, pair. ARGV: now.
-_RELEASE = """
+# KEYS: ip, account, pair. ARGV: now. The slot each live window (ip, account) holds, back.
+_WINDOWS_BACK = """
 local now = tonumber(ARGV[1])
 for i = 1, 2 do
   local v = redis.call('HMGET', KEYS[i], 'n', 'reset')
@@ -356,21 +352,21 @@ for i = 1, 2 do
   if reset ~= nil and reset > now and (tonumber(v[1]) or 0) > 0 then
     redis.call('HINCRBY', KEYS[i], 'n', -1)
   end
-end
+end"""
+
+# KEYS: ip, account, pair. ARGV: now.
+_RELEASE = (
+    _WINDOWS_BACK
+    + """
 redis.call('DEL', KEYS[3])
 return 0
 """
+)
 
 # KEYS: ip, account, pair. ARGV: now. An attempt that checked nothing: its three slots back.
-_UNRESERVE = """
-local now = tonumber(ARGV[1])
-for i = 1, 2 do
-  local v = redis.call('HMGET', KEYS[i], 'n', 'reset')
-  local reset = tonumber(v[2])
-  if reset ~= nil and reset > now and (tonumber(v[1]) or 0) > 0 then
-    redis.call('HINCRBY', KEYS[i], 'n', -1)
-  end
-end
+_UNRESERVE = (
+    _WINDOWS_BACK
+    + """
 local p = redis.call('HMGET', KEYS[3], 'n', 'expires')
 local expires = tonumber(p[2])
 if expires ~= nil and expires > now and (tonumber(p[1]) or 0) > 0 then
@@ -378,6 +374,7 @@ if expires ~= nil and expires > now and (tonumber(p[1]) or 0) > 0 then
 end
 return 0
 """
+)
 
 # KEYS: account, pair. ARGV: now, window, per_account, per_pair, base, cap.
 # Returns the account's count when this failure is the first to find it at its ceiling, else -1.
@@ -426,40 +423,24 @@ class RedisFailureStore:
     def reserve(self, keys: Keys, policy: FailurePolicy, now: float) -> Refusal | None:
         args: list[str | int | float] = [repr(now), policy.window, policy.per_ip]
         args += [policy.per_account, policy.per_pair, policy.backoff_base, policy.backoff_max]
-        try:
+        with redis_unavailable():
             budget, wait = self._reserve(keys=self._keys(keys), args=args)
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
         name = budget.decode() if isinstance(budget, bytes) else str(budget)
         if not name:
             return None
         return Refusal(_BUDGETS[name], float(wait))
 
     def release(self, keys: Keys, now: float) -> None:
-        try:
+        with redis_unavailable():
             self._release(keys=self._keys(keys), args=[repr(now)])
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
 
     def unreserve(self, keys: Keys, now: float) -> None:
-        try:
+        with redis_unavailable():
             self._unreserve(keys=self._keys(keys), args=[repr(now)])
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
 
     def settle(self, keys: Keys, policy: FailurePolicy, now: float) -> int | None:
         args: list[str | int | float] = [repr(now), policy.window, policy.per_account]
         args += [policy.per_pair, policy.backoff_base, policy.backoff_max]
-        try:
+        with redis_unavailable():
             count = self._settle(keys=self._keys(keys)[1:], args=args)
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
         return int(count) if int(count) >= 0 else None

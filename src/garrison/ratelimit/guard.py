@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from garrison.errors import RateLimitedError, UnavailableError
 from garrison.principal import Principal
@@ -23,22 +24,15 @@ log = logging.getLogger("garrison.ratelimit")
 Plan = tuple[tuple[Rule, str | None], ...]
 
 
+@dataclass(eq=False, repr=False)
 class RateGuard:
-    def __init__(
-        self,
-        limiter: RequestLimiter,
-        rules: RateRules,
-        *,
-        fail_open: bool,
-        on_limited: Callable[[str], None] = lambda group: None,
-        on_error: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.limiter = limiter
-        self.rules = rules
-        self.fail_open = fail_open
-        self._on_limited = on_limited
-        self._on_error = on_error
-        self._last_log = 0.0
+    limiter: RequestLimiter
+    rules: RateRules
+    _: KW_ONLY
+    fail_open: bool
+    on_limited: Callable[[str], None] = lambda group: None
+    on_error: Callable[[], None] = lambda: None
+    _last_log: float = field(default=0.0, init=False)
 
     async def check(
         self,
@@ -74,11 +68,11 @@ class RateGuard:
                     raise
                 continue
             if not decision.allowed:
-                self._on_limited(rule.group)
+                self.on_limited(rule.group)
                 raise RateLimitedError(decision.retry_after)
 
     def _unavailable(self) -> None:
-        self._on_error()
+        self.on_error()
         now = time.monotonic()
         if now - self._last_log >= 1.0:
             self._last_log = now

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +20,17 @@ import redis
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import UnavailableError
+
+
+@contextmanager
+def redis_unavailable() -> Iterator[None]:
+    """A Redis error inside, as the 503 of an unavailable rate limiter (never a stack trace)."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise UnavailableError(
+            f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
+        ) from None
 
 
 @dataclass(slots=True)
@@ -153,44 +166,28 @@ class RedisLimiter:
         self._take = client.register_script(_TAKE)
 
     def take(self, key: str, want: int, limit: int, window: int) -> Grant:
-        try:
+        with redis_unavailable():
             granted, count, ttl_ms = self._take(
                 keys=[self._prefix + key], args=[want, limit, window * 1000]
             )
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
         return Grant(int(granted), int(count), int(ttl_ms) / 1000)
 
     def hit(self, key: str, limit: int, window: int, cost: int = 1) -> Decision:
-        try:
+        with redis_unavailable():
             count, ttl_ms = self._hit(keys=[self._prefix + key], args=[cost, window * 1000])
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
         return _decide(int(count), limit, int(ttl_ms) / 1000)
 
     def peek(self, key: str, limit: int, window: int) -> Decision:
-        try:
+        with redis_unavailable():
             pipe = self._client.pipeline(transaction=False)
             pipe.get(self._prefix + key)
             pipe.pttl(self._prefix + key)
             raw, ttl_ms = pipe.execute()
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None
         count = int(raw or 0)
         if count == 0:
             return Decision(True, 0, limit, 0)
         return _peeked(count, limit, max(int(ttl_ms), 1000) / 1000)
 
     def reset(self, key: str) -> None:
-        try:
+        with redis_unavailable():
             self._client.delete(self._prefix + key)
-        except redis.RedisError as exc:
-            raise UnavailableError(
-                f"rate limiter unavailable: {type(exc).__name__}", dependency="redis"
-            ) from None

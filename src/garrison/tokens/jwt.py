@@ -20,6 +20,7 @@ import json
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from garrison.clock import Clock, system_clock
@@ -31,29 +32,27 @@ from garrison.tokens.jws import MAX_TOKEN_BYTES, JwsDecoder, TokenError, own_pol
 __all__ = ["MAX_TOKEN_BYTES", "TokenCodec", "TokenError"]
 
 
+@dataclass(eq=False, repr=False)
 class TokenCodec:
-    def __init__(
-        self,
-        keyring: Keyring,
-        *,
-        issuer: str,
-        audience: str,
-        ttl: int = 900,
-        clock_skew: int = 30,
-        cache_size: int = 100_000,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.keyring = keyring
-        self.issuer = issuer
-        self.audience = audience
-        self.ttl = ttl
-        self.skew = clock_skew
-        self.clock = clock
-        self.cache_size = cache_size
-        #: token text -> (claims, kid); the kid is re-checked on a hit so a revoked key's tokens
-        #: fail at once even when no invalidation message reached this cache.
-        self._cache: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
-        self._decoder = JwsDecoder(own_policy(issuer, audience, clock_skew), self._key)
+    keyring: Keyring
+    _: KW_ONLY
+    issuer: str
+    audience: str
+    ttl: int = 900
+    clock_skew: int = 30
+    cache_size: int = 100_000
+    clock: Clock = system_clock
+    #: token text -> (claims, kid); the kid is re-checked on a hit so a revoked key's tokens
+    #: fail at once even when no invalidation message reached this cache.
+    _cache: OrderedDict[str, tuple[dict[str, Any], str]] = field(
+        default_factory=OrderedDict, init=False
+    )
+    _decoder: JwsDecoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._decoder = JwsDecoder(
+            own_policy(self.issuer, self.audience, self.clock_skew), self._key
+        )
 
     # -- issue ---------------------------------------------------------------------------------
     def issue(
@@ -91,7 +90,7 @@ class TokenCodec:
         cached = self._cache.get(token)
         if cached is not None:
             claims, kid = cached
-            if kid in keyring.verifiers and claims["exp"] > self.clock() - self.skew:
+            if kid in keyring.verifiers and claims["exp"] > self.clock() - self.clock_skew:
                 return claims
             self._cache.pop(token, None)
             raise TokenError("token expired or its signing key was revoked")

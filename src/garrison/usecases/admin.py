@@ -11,7 +11,7 @@ knows HTTP or the terminal: errors are ``GarrisonError`` subclasses, results are
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -62,27 +62,23 @@ def _who(actor: Admission) -> Principal:
     return actor.principal
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class AdminActions:
-    def __init__(
-        self,
-        *,
-        pipeline: Pipeline,
-        users: UserStore,
-        api_keys: ApiKeyStore,
-        keyring: Keyring,
-        audit: AuditSink,
-        known_roles: Callable[[], frozenset[str]],
-    ) -> None:
-        self.pipeline = pipeline
-        self.users = users
-        self.api_keys = api_keys
-        self.keyring = keyring
-        self.audit = audit
-        self.known_roles = known_roles
-        # one database, bus and clock: the users store's
-        self.db: Database = users.db
-        self.bus: InvalidationBus = users.bus
-        self.clock: Clock = users.clock
+    pipeline: Pipeline
+    users: UserStore
+    api_keys: ApiKeyStore
+    keyring: Keyring
+    audit: AuditSink
+    known_roles: Callable[[], frozenset[str]]
+    # one database, bus and clock: the users store's
+    db: Database = field(init=False)
+    bus: InvalidationBus = field(init=False)
+    clock: Clock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.db = self.users.db
+        self.bus = self.users.bus
+        self.clock = self.users.clock
 
     # -- users -----------------------------------------------------------------------------------
     async def list_users(

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from garrison.clock import Clock, system_clock
 from garrison.errors import NotFoundError, ValidationError
+from garrison.plain import fields_dict
 from garrison.storage.db import Database
 from garrison.storage.schema import vault_secrets
 from garrison.text import check_text
@@ -67,13 +68,7 @@ class RewrapReport:
     failed: list[str] = field(default_factory=list)  # ids of rows that do not open
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "current_version": self.current_version,
-            "pending": self.pending,
-            "rewrapped": self.rewrapped,
-            "skipped": self.skipped,
-            "failed": list(self.failed),
-        }
+        return fields_dict(self)
 
 
 def validate_name(name: str) -> str:
@@ -110,11 +105,11 @@ _GET_IN_TENANT = sa.select(vault_secrets).where(
 _GET_PLATFORM = sa.select(vault_secrets).where(_T.tenant.is_(None), _T.name == sa.bindparam("name"))
 
 
+@dataclass(eq=False, repr=False)
 class Vault:
-    def __init__(self, db: Database, keys: KeySet, clock: Clock = system_clock) -> None:
-        self.db = db
-        self.keys = keys
-        self.clock = clock
+    db: Database
+    keys: KeySet
+    clock: Clock = system_clock
 
     def put(
         self, tenant: str | None, name: str, value: str, *, actor: str | None = None

@@ -8,31 +8,39 @@ import pytest
 
 from garrison import doctor
 from garrison.doctor import DoctorContext, Status, report
-from garrison.doctor.model import Area, Outcome, Skip, failed, passed, warned
+from garrison.doctor.checklist import CHECKLIST
+from garrison.doctor.model import About, Area, Outcome, Skip, failed, passed, warned
 from garrison.doctor.registry import Checks
 from tests.unit.doctor.conftest import LoadSettings
 
 
 def _specs() -> Checks:
-    checks = Checks(Area.OPERATIONS)
+    checklist = {
+        "t.ok": About("fine", seeds=("001",), reqs=("O4",), fix="nothing"),
+        "t.boom": About("raises", seeds=("001",), reqs=("O4",), fix="the spec's fix"),
+        "t.skip": About("cannot run", seeds=("004",), reqs=("O4",), fix="n/a"),
+        "t.warn": About("soft", seeds=("000",), reqs=("O4",), fix="the spec's fix"),
+        "t.fail": About("hard", seeds=("000",), reqs=("O4",), fix="the spec's fix"),
+    }
+    checks = Checks(Area.OPERATIONS, checklist)
 
-    @checks.add("t.ok", "fine", seeds=("001",), reqs=("O4",), fix="nothing")
+    @checks.add("t.ok")
     def ok(_ctx: DoctorContext) -> Outcome:
         return passed("all good")
 
-    @checks.add("t.boom", "raises", seeds=("001",), reqs=("O4",), fix="the spec's fix")
+    @checks.add("t.boom")
     def boom(_ctx: DoctorContext) -> Outcome:
         raise RuntimeError("disk on fire\n  at line 3")
 
-    @checks.add("t.skip", "cannot run", seeds=("004",), reqs=("O4",), fix="n/a")
+    @checks.add("t.skip")
     def skip(_ctx: DoctorContext) -> Outcome:
         raise Skip("no database here")
 
-    @checks.add("t.warn", "soft", seeds=("000",), reqs=("O4",), fix="the spec's fix")
+    @checks.add("t.warn")
     def warn(_ctx: DoctorContext) -> Outcome:
         return warned("meh")
 
-    @checks.add("t.fail", "hard", seeds=("000",), reqs=("O4",), fix="the spec's fix")
+    @checks.add("t.fail")
     def fail(_ctx: DoctorContext) -> Outcome:
         return failed("broken", "a specific fix")
 
@@ -86,6 +94,7 @@ def test_catalogue_ids_are_unique_and_every_check_names_seeds_and_requirements()
     specs = doctor.catalogue()
     ids = [s.id for s in specs]
     assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(CHECKLIST)  # every checklist entry has its function, and no more
     known_seeds = {"000", "001", "002", "003", "004"}
     for spec in specs:
         assert spec.id.startswith(spec.area.value + "."), spec.id
