@@ -611,14 +611,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {302: _empty("To the provider's authorization endpoint.", Location=_LOCATION)},
         (*_EDGE, 404),
         auth="none",
-        parameters=(_path("provider", "A provider of GARRISON_OIDC_PROVIDERS."),),
+        parameters=(
+            _path("provider", "A provider of GARRISON_OIDC_PROVIDERS."),
+            _query(
+                "return_to",
+                "A console path (`/console/...`, canonical, no query) the callback sends the "
+                "browser to instead of the provider's `post_login_url`; anything else is a 400.",
+                maxLength=512,
+            ),
+        ),
     ),
     ("GET", "/auth/oidc/{provider}/callback"): Operation(
         "Complete a login at an OIDC provider",
         "auth",
         {
             303: _empty(
-                "To the provider's `post_login_url`, with the session cookies.", Location=_LOCATION
+                "To the login's `return_to`, else the provider's `post_login_url`, with the "
+                "session cookies.",
+                Location=_LOCATION,
             )
         },
         (*_EDGE, 404),

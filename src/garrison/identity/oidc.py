@@ -16,6 +16,10 @@ algorithms only, the checks Garrison's own tokens get) accepts it under the prov
 just in time (``identity.provisioning``; the first one becomes admin only if no admin exists) and
 gets an ordinary Garrison session (a refresh family and an access token).
 
+A login may name where the browser goes afterwards (``return_to``, checked by the caller: the
+gateway admits only a console path); it is stored with the state and comes back only from there,
+so nothing in the callback's query can choose it.
+
 Scopes are minimal by default (``openid email``). Every attempt is rate-limited per IP and audited
 as ``auth.oidc``; the provider's access token is never kept.
 """
@@ -150,6 +154,10 @@ class LoginRequest:
     nonce: str
     code_verifier: str
     binding: str  # SHA-256 (hex) of the browser-binding cookie
+    #: where the browser goes after the callback instead of the provider's ``post_login_url``;
+    #: chosen when the login starts (the gateway admits only a console path) and read back from
+    #: here only, never from the callback's query
+    return_to: str | None = None
 
 
 class StateStore(Protocol):
@@ -267,8 +275,10 @@ class OidcLogin:
         self.http.close()
 
     # -- step 1: send the browser to the provider ------------------------------------------------
-    def begin(self, name: str, client: Client) -> Started:
-        """Blocking (discovery on first use): run in a worker thread."""
+    def begin(self, name: str, client: Client, return_to: str | None = None) -> Started:
+        """Blocking (discovery on first use): run in a worker thread. ``return_to`` (already
+        checked by the caller) is kept with the state and becomes the completed login's
+        ``post_login_url``."""
         provider = self._provider(name)
         self._throttle(name, "login", client)
         try:
@@ -279,7 +289,9 @@ class OidcLogin:
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier, binding = secrets.token_urlsafe(64), secrets.token_urlsafe(32)
         self.store.put(
-            state, LoginRequest(name, nonce, verifier, token_hash(binding)), self.limits.state_ttl
+            state,
+            LoginRequest(name, nonce, verifier, token_hash(binding), return_to),
+            self.limits.state_ttl,
         )
         query = urlencode(
             {
@@ -305,7 +317,7 @@ class OidcLogin:
         provider = self._provider(name)
         self._throttle(name, "callback", client)
         try:
-            claims = self._verified_claims(provider, params, binding)
+            claims, request = self._verified_claims(provider, params, binding)
             user, created = self.provisioner.ensure(
                 name,
                 claims["sub"],
@@ -329,11 +341,11 @@ class OidcLogin:
             tenant=user.tenant,
             extra={"created": created, "roles": list(user.roles), "sid": pair.claims["sid"]},
         )
-        return Completed(user, pair, created, provider.post_login_url)
+        return Completed(user, pair, created, request.return_to or provider.post_login_url)
 
     def _verified_claims(
         self, provider: OidcProvider, params: Mapping[str, str], binding: str | None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], LoginRequest]:
         if any(len(v) > _MAX_PARAM for v in params.values()):
             raise OidcError("callback parameter too long", code="oidc_bad_request")
         state = params.get("state")
@@ -355,7 +367,7 @@ class OidcLogin:
             raise OidcError("callback without code", code="oidc_bad_request")
         endpoints = self._discover(provider)
         id_token = self._exchange(provider, endpoints, code, request.code_verifier)
-        return self._check_id_token(provider, endpoints, id_token, request.nonce)
+        return self._check_id_token(provider, endpoints, id_token, request.nonce), request
 
     def _exchange(
         self, provider: OidcProvider, endpoints: _Endpoints, code: str, verifier: str

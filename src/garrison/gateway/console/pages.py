@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 import jinja2
@@ -220,8 +221,26 @@ async def stylesheet(_request: Request) -> Response:
     )
 
 
+def _providers(request: Request) -> list[tuple[str, str]]:
+    """The sign-in page's OIDC buttons: each configured provider's name and its login link, which
+    asks to continue to the console's landing page (``routes.oidc.return_path`` admits it; the
+    callback then sets the same session cookies a password sign-in does)."""
+    back = urlencode({"return_to": LANDING})
+    return [
+        (name, f"/auth/oidc/{quote(name, safe='')}/login?{back}")
+        for name in sorted(services(request).oidc.providers)
+    ]
+
+
 async def sign_in_page(request: Request) -> Response:
-    return render(request, "signin.html", actor=None, title="Sign in", username="")
+    return render(
+        request,
+        "signin.html",
+        actor=None,
+        title="Sign in",
+        username="",
+        providers=_providers(request),
+    )
 
 
 @page
@@ -272,6 +291,7 @@ def _sign_in_again(
         title="Sign in",
         username=username[:320],
         message=message,
+        providers=_providers(request),
     )
 
 
