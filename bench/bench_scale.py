@@ -2,7 +2,7 @@
 
     uv run python bench/bench_scale.py [--duration 5] [--rounds 3] [--out bench/results] [--json]
 
-Takes about four minutes with the defaults.
+Takes under four minutes with the defaults (on a busy 2-CPU machine).
 
 Needs ``wrk``, ``nginx`` and the local Redis (``GARRISON_BENCH_REDIS``, default
 ``redis://127.0.0.1:6379/0``). Every Garrison server shares one SQLite data dir (the bench user and
@@ -18,7 +18,7 @@ The four runs are interleaved over ``--rounds`` rounds and the medians printed. 
 request is utime+stime of every process of the server(s) (the uvicorn supervisor and the workers
 it forks, found by walking /proc's parent links) before and after the run, divided by wrk's
 request count (req/s x duration); nginx's CPU is shown on its own. Then a curve: wrk with a Lua
-``delay()`` per connection (``--curve-connections``, 256) offers 10%..120% of each target's
+``delay()`` per connection (as many as for the peak) offers 10%..120% of each target's
 measured peak in six steps, against
 replica A directly and against the pair behind nginx, steps and targets interleaved, medians of
 ``--curve-rounds``; achieved req/s and p99 go to ``scale.json`` and ``scale.png`` in ``--out``.
@@ -202,8 +202,9 @@ def curves(
 ) -> dict[str, list[Sample]]:
     """Per curve (a target, its measured peak, its headers), one run per step of ``CURVE_STEPS`` x
     peak: each connection waits ``delay()`` ms between requests, so ``connections`` offer at most
-    connections x 1000 / delay req/s (less by latency / (delay + latency): wrk waits for the
-    answer, then the delay, so many connections with long delays keep that small). Steps and
+    connections x 1000 / delay req/s, less by latency / (delay + latency): wrk waits for the
+    answer, then the delay. (More connections with longer delays would shrink that, but on this
+    server 256 connections cost more CPU per request than 64 and give less req/s.) Steps and
     curves interleaved, ``--curve-rounds`` times; the
     medians per step are kept."""
     runs: dict[tuple[str, float], list[Sample]] = {}
@@ -379,15 +380,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the 4 runs")
-    parser.add_argument("--curve-rounds", type=int, default=2, help="rounds of the load curve")
+    parser.add_argument("--curve-rounds", type=int, default=1, help="rounds of the load curve")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--curve-connections", type=int, default=256)
+    parser.add_argument(
+        "--curve-connections", type=int, help="connections of the curve (default: --connections)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--json", action="store_true", help="print the report as JSON only")
     parser.add_argument("--limit", type=int, default=2000, help="global limit per window")
     parser.add_argument("--window", type=int, default=10, help="the limit's window, seconds")
     parser.add_argument("--limit-trials", type=int, default=3)
     args = parser.parse_args()
+    args.curve_connections = args.curve_connections or args.connections
     for tool in ("wrk", "nginx"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             sys.exit(f"{tool} is not installed: apt-get install -y {tool}")
