@@ -44,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +55,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.bench_verify import (
     DELAY_LUA,
-    NGINX_CONF,
     cpu_seconds,
     free_port,
     nginx_in_front,
@@ -67,8 +66,6 @@ from bench.bench_verify import (
 
 CURVE_STEPS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.2)
 ALLOWED_ERROR = 0.02
-UPSTREAM_ONE = "server 127.0.0.1:%(auth_port)d;"
-UPSTREAM_PAIR = "server 127.0.0.1:%(auth_port)d; server 127.0.0.1:%(auth_port_b)d;"
 # Counts each answer's status per wrk thread; done() writes "ok limited other requests" to a file.
 COUNT_LUA = """
 local threads = {}
@@ -227,22 +224,11 @@ def curves(
     }
 
 
-@contextlib.contextmanager
-def nginx_pair(port_a: int, port_b: int, work: Path) -> Iterator[tuple[str, int]]:
+def nginx_pair(
+    port_a: int, port_b: int, work: Path
+) -> contextlib.AbstractContextManager[tuple[str, int]]:
     """bench_verify's nginx (auth_request to /verify), with both replicas in its upstream."""
-    import bench.bench_verify as verify
-
-    assert UPSTREAM_ONE in NGINX_CONF, "bench_verify's NGINX_CONF upstream changed"
-    original = verify.NGINX_CONF
-    verify.NGINX_CONF = NGINX_CONF.replace(UPSTREAM_ONE, UPSTREAM_PAIR).replace(
-        "%(auth_port_b)d", str(port_b)
-    )
-    try:
-        with nginx_in_front(port_a, work) as front:
-            verify.NGINX_CONF = original
-            yield front
-    finally:
-        verify.NGINX_CONF = original
+    return nginx_in_front(port_a, work, port_b)
 
 
 # ---------------------------------------------------------------- the global limit

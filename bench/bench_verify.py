@@ -197,7 +197,7 @@ http {
     fastcgi_temp_path tmp;
     uwsgi_temp_path tmp;
     scgi_temp_path tmp;
-    upstream auth { server 127.0.0.1:%(auth_port)d; keepalive 64; }
+    upstream auth { %(servers)s keepalive 64; }
     server {
         listen 127.0.0.1:%(port)d;
         root %(root)s;
@@ -224,7 +224,8 @@ http {
 
 
 @contextlib.contextmanager
-def nginx_in_front(auth_port: int, work: Path) -> Iterator[tuple[str, int]]:
+def nginx_in_front(auth_port: int, work: Path, *more: int) -> Iterator[tuple[str, int]]:
+    """nginx auth_request to ``/verify`` on ``auth_port`` (and on each of ``more``: one upstream)."""
     prefix = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
     prefix.chmod(0o755)
     (prefix / "tmp").mkdir()
@@ -234,7 +235,8 @@ def nginx_in_front(auth_port: int, work: Path) -> Iterator[tuple[str, int]]:
         path.chmod(0o755)
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF % {"auth_port": auth_port, "port": port, "root": prefix / "www"})
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in (auth_port, *more))
+    conf.write_text(NGINX_CONF % {"servers": servers, "port": port, "root": prefix / "www"})
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     url = f"http://127.0.0.1:{port}"
     try:
