@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +38,6 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HALF_ORDER = P256_ORDER // 2
 _B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_VALUE = {c: i for i, c in enumerate(_B64_ALPHABET)}
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
@@ -51,10 +49,16 @@ def b64decode_strict(segment: str) -> bytes:
     """Strict, canonical base64url: no padding, no stray bits, so one value has one spelling.
     ``ValueError`` (or ``binascii.Error``, a subclass) for anything else."""
     size = len(segment)
-    if not _B64URL.fullmatch(segment) or size % 4 == 1:
+    # binascii's strict mode refuses every character outside the standard alphabet (and a
+    # non-ASCII one fails to encode): what is left to refuse is what the translation from the URL
+    # alphabet would let through, the standard alphabet's own ``+`` and ``/``, and padding
+    if not size or size % 4 == 1 or "+" in segment or "/" in segment or "=" in segment:
+        raise ValueError("not base64url")
+    last = _B64_VALUE.get(segment[-1])
+    if last is None:
         raise ValueError("not base64url")
     tail = size % 4  # 2 or 3 characters in the last quantum leave 4 or 2 unused low bits
-    if tail and _B64_VALUE[segment[-1]] & (0b1111 if tail == 2 else 0b11):
+    if tail and last & (0b1111 if tail == 2 else 0b11):
         raise ValueError("not canonical base64url")  # another spelling of the same bytes
     padded = segment.encode("ascii").translate(_TO_STANDARD) + b"=" * (-size % 4)
     return binascii.a2b_base64(padded, strict_mode=True)
