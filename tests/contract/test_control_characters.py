@@ -31,13 +31,16 @@ BAD = ["\x00", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028", "\u2029"]
 
 
 @pytest.fixture
-def env(make_settings: MakeSettings, backend_url: str) -> Iterator[tuple[TestClient, Services]]:
+def env(
+    make_settings: MakeSettings, backend_database: str
+) -> Iterator[tuple[TestClient, Services]]:
     svc = build_services(
         make_settings(
-            DATABASE_URL=backend_url,
+            DATABASE_URL=backend_database,
             SUPABASE_JWT_SECRET=SECRET,
             SUPABASE_URL="https://project.supabase.co",
-        )
+        ),
+        migrate_schema=False,  # migrated already (the session's template)
     )
     svc.keyring.load()
     svc.users.create("root", PASSWORD, roles=("admin",))

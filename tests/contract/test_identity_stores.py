@@ -13,6 +13,7 @@ from garrison.storage.schema import api_keys, refresh_tokens, users
 from tests.conftest import PASSWORD
 
 
+@pytest.mark.argon2_cost
 @pytest.mark.req("A1")
 def test_passwords_are_argon2id_hashes(backend_services: Services) -> None:
     user = backend_services.users.create("alice", PASSWORD)

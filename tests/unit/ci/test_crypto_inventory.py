@@ -51,6 +51,7 @@ def test_pkcs1_v1_5_appears_only_as_the_legacy_rs256_signature() -> None:
     assert 'if alg == "RS256":\n        return padding.PKCS1v15()' in text
 
 
+@pytest.mark.argon2_cost
 @pytest.mark.req("A1")
 @pytest.mark.asvs("11.4.2")
 def test_argon2id_parameters_meet_the_owasp_minimum() -> None:

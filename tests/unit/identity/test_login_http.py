@@ -35,6 +35,7 @@ def test_failures_look_alike_for_unknown_and_known_users(
     assert unknown.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.argon2_cost
 @pytest.mark.req("A1")
 def test_failures_take_comparable_time(client: TestClient, make_user: MakeUser) -> None:
     make_user("alice")

@@ -293,6 +293,7 @@ def test_the_cli_resets_and_applies_the_rules(tmp_path: Path) -> None:
 # -- argon2 parameters ---------------------------------------------------------------------------
 
 
+@pytest.mark.argon2_cost
 @pytest.mark.req("A15", "A1")
 @pytest.mark.asvs("V11.4.2")
 def test_a_login_upgrades_a_hash_made_with_older_parameters(
