@@ -102,6 +102,21 @@ def run_cli(
     )
 
 
+def create_admin(
+    env: Mapping[str, str], password: str, name: str = "root"
+) -> subprocess.CompletedProcess[str]:
+    """``garrison users create`` of a platform admin whose password is their own (no forced
+    change: the test logs in with it at once); asserts the command succeeded."""
+    made = run_cli(
+        *("users", "create", "--username", name, "--role", "admin", "--password-stdin"),
+        "--no-password-change",
+        env=env,
+        stdin=password + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    return made
+
+
 class LiveServer:
     """``garrison serve`` in a child process on a free loopback port; stopped on exit."""
 

@@ -30,7 +30,7 @@ from http.cookies import SimpleCookie
 import httpx
 import pytest
 
-from tests.support import LiveServer, base_env, run_cli
+from tests.support import LiveServer, base_env, create_admin
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,19 +59,7 @@ def behind_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
         GARRISON_FORCE_HTTPS="redirect",
         GARRISON_ISSUER=PUBLIC,
     )
-    made = run_cli(
-        "users",
-        "create",
-        "--username",
-        "root",
-        "--role",
-        "admin",
-        "--password-stdin",
-        "--no-password-change",
-        env=env,
-        stdin=PASSWORD + "\n",
-    )
-    assert made.returncode == 0, made.stderr
+    create_admin(env, PASSWORD)
     with LiveServer(env) as server:
         yield server
 

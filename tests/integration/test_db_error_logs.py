@@ -31,6 +31,7 @@ from tests.conftest import PASSWORD, MakeSettings, bearer, login
 from tests.support import (
     LiveServer,
     base_env,
+    create_admin,
     create_pg_database,
     drop_pg_database,
     free_port,
@@ -160,19 +161,7 @@ def test_a_live_server_log_holds_no_hash_after_a_database_error(
     pg_url: str, tmp_path: Path
 ) -> None:
     env = base_env(tmp_path / "data", DATABASE_URL=pg_url, GARRISON_LOG_LEVEL="DEBUG")
-    created = run_cli(
-        "users",
-        "create",
-        "--username",
-        "root",
-        "--role",
-        "admin",
-        "--password-stdin",
-        "--no-password-change",
-        env=env,
-        stdin=PASSWORD + "\n",
-    )
-    assert created.returncode == 0, created.stderr
+    create_admin(env, PASSWORD)
     with LiveServer(env) as server:
         with httpx.Client(base_url=server.url, timeout=20) as http:
             pair = http.post("/auth/login", json={"username": "root", "password": PASSWORD})

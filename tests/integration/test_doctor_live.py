@@ -23,7 +23,7 @@ import uvicorn
 from garrison import doctor
 from garrison.config import load_settings
 from garrison.doctor import Check, DoctorContext, Status
-from tests.support import LiveServer, base_env, free_port, run_cli
+from tests.support import LiveServer, base_env, create_admin, free_port
 
 LIVE_IDS = tuple(spec.id for spec in doctor.catalogue() if spec.live)
 #: Skipped on a plain-HTTP URL by design (judged in tests/unit/doctor/test_judges.py).
@@ -128,19 +128,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     data = tmp_path_factory.mktemp("doctor-live")
     env = base_env(data)
     # an admin exists, so the forged tokens name a real admin: only their signature is wrong
-    made = run_cli(
-        "users",
-        "create",
-        "--username",
-        "root",
-        "--role",
-        "admin",
-        "--password-stdin",
-        "--no-password-change",
-        env=env,
-        stdin="a long and unguessable passphrase\n",
-    )
-    assert made.returncode == 0, made.stderr
+    create_admin(env, "a long and unguessable passphrase")
     with LiveServer(env) as server:
         yield server
 

@@ -17,9 +17,9 @@ import pytest
 from tests.support import (
     LiveServer,
     base_env,
+    create_admin,
     create_pg_database,
     drop_pg_database,
-    run_cli,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -50,13 +50,7 @@ def admin_server(tmp_path: Path) -> Iterator[LiveServer]:
         GARRISON_LOGIN_MAX_FAILURES_PER_ACCOUNT="1000000",
         GARRISON_LOG_LEVEL="WARNING",
     )
-    made = run_cli(
-        *("users", "create", "--username", ADMIN, "--role", "admin", "--password-stdin"),
-        "--no-password-change",
-        env=env,
-        stdin=ADMIN_PASSWORD + "\n",
-    )
-    assert made.returncode == 0, made.stderr
+    create_admin(env, ADMIN_PASSWORD, ADMIN)
     server = LiveServer(env).start()
     try:
         yield server

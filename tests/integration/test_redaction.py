@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from garrison.identity.users import User
 from tests.conftest import PASSWORD
-from tests.support import LiveServer, base_env, run_cli
+from tests.support import LiveServer, base_env, create_admin
 
 WRONG_PASSWORD = "Tr0ub4dor&3-wrong-guess"
 NEW_USER_PASSWORD = "brand new user password 42"
@@ -80,19 +80,7 @@ def test_a_live_run_writes_no_secret_anywhere(tmp_path: Path) -> None:
         AUDIT_LOG_PATH=str(tmp_path / "audit" / "audit.jsonl"),
         GARRISON_LOG_LEVEL="DEBUG",
     )
-    created = run_cli(
-        "users",
-        "create",
-        "--username",
-        "root",
-        "--role",
-        "admin",
-        "--password-stdin",
-        "--no-password-change",
-        env=env,
-        stdin=PASSWORD + "\n",
-    )
-    assert created.returncode == 0, created.stderr
+    created = create_admin(env, PASSWORD)
     assert PASSWORD not in created.stdout + created.stderr
     with LiveServer(env) as server, httpx.Client(base_url=server.url, timeout=20) as http:
         secrets_used = _flow(http.post, http.get)

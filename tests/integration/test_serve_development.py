@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.support import LiveServer, base_env, free_port, garrison_cmd, run_cli
+from tests.support import LiveServer, base_env, create_admin, free_port, garrison_cmd, run_cli
 
 
 @contextlib.contextmanager
@@ -89,12 +89,7 @@ def test_without_an_issuer_discovery_and_tokens_follow_the_served_address(
     tmp_path: Path,
 ) -> None:
     env = base_env(tmp_path / "data")
-    done = run_cli(
-        "users", "create", "--username", "root", "--role", "admin", "--password-stdin",
-        "--no-password-change",
-        env=env, stdin=PASSWORD,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    create_admin(env, PASSWORD)
     with LiveServer(env) as server:
         assert server.port != 8080
         doc = httpx.get(f"{server.url}/.well-known/openid-configuration", timeout=5).json()

@@ -16,7 +16,7 @@ from garrison.app import build_services
 from garrison.keys.sealing import new_secret
 from garrison.storage.schema import audit_log
 from tests.conftest import PASSWORD, MakeSettings
-from tests.support import base_env, run_cli
+from tests.support import base_env, create_admin, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -119,12 +119,7 @@ def test_development_generates_one_vault_key_file_and_keeps_it(
 def test_users_export_and_delete_from_the_command_line(tmp_path: Path) -> None:
     env = base_env(tmp_path / "data")
     for name in ("root", "ada"):
-        made = run_cli(
-            "users", "create", "--username", name, "--role", "admin", "--password-stdin",
-            "--no-password-change",
-            env=env, stdin=PASSWORD + "\n",
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
+        create_admin(env, PASSWORD, name)
     out = tmp_path / "ada.json"
     summary = _json(run_cli("users", "export", "ada", "--output", str(out), "--json", env=env))
     assert out.stat().st_mode & 0o777 == 0o600
