@@ -316,3 +316,69 @@ def test_a_forged_second_step_gets_no_session(browser: TestClient) -> None:
         headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
     )
     assert cross.status_code == 403  # no login CSRF through the second step either
+
+
+@pytest.mark.req("U1", "A8")
+@pytest.mark.parametrize(
+    ("method", "path", "form"),
+    [
+        ("POST", "/console/account/api-keys", {"scopes": "ticket.read admin.api"}),
+        ("POST", "/console/account/api-keys/{key}/revoke", {}),
+        ("POST", "/console/account/mfa", {}),
+        (
+            "POST",
+            "/console/account/password",
+            {
+                "current_password": PASSWORD,
+                "new_password": "a key holder's own new passphrase",
+                "repeat_password": "a key holder's own new passphrase",
+            },
+        ),
+        ("GET", "/console/policies", {}),
+        ("GET", "/console/vault", {}),
+        ("GET", "/console/doctor", {}),
+    ],
+)
+def test_a_narrow_api_key_does_nothing_on_the_console_beyond_its_scope(
+    browser: TestClient,
+    services: Services,
+    make_user: Callable[..., User],
+    method: str,
+    path: str,
+    form: dict[str, str],
+) -> None:
+    """The seam: the console's self-service and operator pages are the API's actions, so a key
+    scoped to ``ticket.read`` (its owner an admin) gets no more there than at the API: it mints
+    no wider key, revokes nothing, enrols no factor, changes no password, reads no operator page."""
+    root = make_user("keyowner", roles=("admin", "user"))
+    secret, key = services.api_keys.create(root.id, ("ticket.read",), tenant=None)
+    before = {k.id for k in services.api_keys.list_for(root.id)}
+    answer = browser.request(
+        method,
+        path.format(key=key.id),
+        data=form or None,
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert answer.status_code in (401, 403), answer.text
+    assert {k.id for k in services.api_keys.list_for(root.id)} == before
+    assert services.api_keys.get(key.id).revoked_at is None
+
+
+@pytest.mark.req("A15", "A8")
+@pytest.mark.asvs("V6.2.2", "V6.2.3")
+def test_an_api_key_cannot_change_its_owners_password_at_the_api_either(
+    browser: TestClient, services: Services, make_user: Callable[..., User]
+) -> None:
+    """The same action through the API: a key (even one of every scope) with its owner's current
+    password does not set a new one; a password is changed from a password sign-in."""
+    owner = make_user("keyowner2", roles=("user",))
+    secret, _ = services.api_keys.create(owner.id, ("*",), tenant=None)
+    answer = browser.post(
+        "/auth/password",
+        json={"current_password": PASSWORD, "new_password": "a key holder's own new passphrase"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert answer.status_code == 403, answer.text
+    assert "password sign-in required: auth.password" in answer.json()["reasons"]
+    signed_in = browser.post("/auth/login", json={"username": "keyowner2", "password": PASSWORD})
+    assert signed_in.status_code == 200, "the password is unchanged"
