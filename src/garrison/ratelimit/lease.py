@@ -117,19 +117,8 @@ class LeasedLimiter:
             done.set()
 
     async def _refill(self, key: str, limit: int, window: int, now: float) -> Decision:
-        if now < self._down_until:
-            raise UnavailableError("rate limiter unavailable (circuit open)", dependency="redis")
-        current = self._leases.get(key)
-        seen = current.count if current is not None and current.ends > now else 0
         # requests already queued are demand, not a guess: asking for them strands nothing
-        want = lease_size(limit, seen) + self._waiting.get(key, 0)
-        try:
-            grant: Grant = await anyio.to_thread.run_sync(
-                self._backend.take, key, want, limit, window
-            )
-        except UnavailableError:
-            self._down_until = self._clock() + RETRY_AFTER_ERROR
-            raise
+        grant = await self._take(key, limit, window, now, extra=self._waiting.get(key, 0))
         lease = self._store(key, grant, self._clock())
         if grant.granted == 0:
             return _refused(lease, limit, now)
@@ -146,22 +135,31 @@ class LeasedLimiter:
 
     async def _take_ahead(self, key: str, limit: int, window: int, done: asyncio.Event) -> None:
         try:
-            now = self._clock()
-            if now < self._down_until:
-                return
-            current = self._leases.get(key)
-            seen = current.count if current is not None and current.ends > now else 0
-            try:
-                grant: Grant = await anyio.to_thread.run_sync(
-                    self._backend.take, key, lease_size(limit, seen), limit, window
-                )
-            except UnavailableError:  # the request that runs out next refills and is refused
-                self._down_until = self._clock() + RETRY_AFTER_ERROR
-                return
+            grant = await self._take(key, limit, window, self._clock())
             self._store(key, grant, self._clock())
+        except UnavailableError:  # the request that runs out next refills and is refused
+            pass
         finally:
             del self._refills[key]
             done.set()
+
+    async def _take(
+        self, key: str, limit: int, window: int, now: float, *, extra: int = 0
+    ) -> Grant:
+        """One lease (sized by the count the last grant reported, plus ``extra`` units) from the
+        shared window; ``UnavailableError`` opens the circuit for ``RETRY_AFTER_ERROR`` s."""
+        if now < self._down_until:
+            raise UnavailableError("rate limiter unavailable (circuit open)", dependency="redis")
+        current = self._leases.get(key)
+        seen = current.count if current is not None and current.ends > now else 0
+        try:
+            grant: Grant = await anyio.to_thread.run_sync(
+                self._backend.take, key, lease_size(limit, seen) + extra, limit, window
+            )
+        except UnavailableError:
+            self._down_until = self._clock() + RETRY_AFTER_ERROR
+            raise
+        return grant
 
     def _store(self, key: str, grant: Grant, now: float) -> _Lease:
         lease = self._leases.get(key)
