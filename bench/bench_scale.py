@@ -15,7 +15,7 @@ keys made by ``bench_verify.prepare``), the same ``GARRISON_ISSUER``, and Redis 
   nginx-pair   nginx ``auth_request`` to an upstream of replicas A and B, then a static file
 
 The four runs are interleaved over ``--rounds`` rounds and the medians printed. Server CPU per
-request is utime+stime of every process of the server(s) (the uvicorn supervisor and the workers
+request is utime+stime of every process of the server(s) (the granian supervisor and the workers
 it forks, found by walking /proc's parent links) before and after the run, divided by wrk's
 request count (req/s x duration); nginx's CPU is shown on its own. Then a curve: wrk with a Lua
 ``delay()`` per connection (as many as for the peak) offers 10%..120% of each target's
@@ -44,7 +44,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,12 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.bench_verify import (
     DELAY_LUA,
-    cpu_seconds,
     free_port,
     nginx_in_front,
     prepare,
     process,
     redis_reachable,
+    tree_cpu,
     wrk,
 )
 
@@ -90,35 +89,6 @@ function done(summary, latency, requests)
   f:close()
 end
 """
-
-
-# ---------------------------------------------------------------- CPU of a process tree
-
-
-def process_tree(roots: Sequence[int]) -> list[int]:
-    """``roots`` and every live descendant (parent links from /proc/<pid>/stat)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(stat[1]), []).append(int(entry.name))
-    found, todo = [], list(roots)
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
-
-
-def tree_cpu(roots: Sequence[int]) -> float:
-    """CPU seconds of the trees under ``roots`` (each process's own and its reaped children's)."""
-    total = 0.0
-    for pid in process_tree(roots):
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
 
 
 # ---------------------------------------------------------------- measurements

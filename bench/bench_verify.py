@@ -1,16 +1,22 @@
 """Forward-auth throughput and cost: ``/verify`` against floors measured in the same run (E8).
 
     uv run python bench/bench_verify.py [--duration 5] [--rounds 3] [--connections 64]
+                                        [--server granian|uvicorn]
 
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk nginx``). Every server runs at once
-(uvicorn, one worker, the options ``garrison serve`` uses), idle but for the run being measured:
+(one worker, the options ``garrison serve`` uses), idle but for the run being measured:
 
-  bare          a no-op ASGI app on the same server stack, same request        (floor)
+  bare          a no-op ASGI app on the same HTTP server, same request         (floor)
   verify        /verify, every check on (JWT, user status, tenant, policy, limiter), one token reused
   verify-new    /verify with a new token each request (a wrk Lua script cycles a pre-issued list)
   verify-redis  as verify, with the rate limits in Redis (USE_REDIS_LIMITER, leased budgets)
   nginx-noop    nginx auth_request to the no-op app, then a static file       (floor)
   nginx-verify  nginx auth_request to Garrison's /verify, then a static file
+
+``--server`` picks the HTTP server under both the bare app and Garrison: granian (what ``garrison
+serve`` runs) or uvicorn (``uvicorn --factory garrison.gateway.server:factory``, with the options
+``garrison serve`` used to give it), so the two can be compared side by side, each against its own
+floor. The CPU of a server is that of its whole process tree (granian's supervisor and worker).
 
 The runs are interleaved: each round measures every run once, floors included, and a ratio is
 taken between runs of the same round, so a machine that speeds up or slows down during the bench
@@ -37,7 +43,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,21 +57,41 @@ ROUTE_TOML = """
 prefix = "/api/tickets"
 action = "ticket.comment"
 """
-BARE_APP = textwrap.dedent(
+BARE_ASGI = textwrap.dedent(
     """
-    import uvicorn
-
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
-
-    uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]),
-                log_level="warning", access_log=False, server_header=False, proxy_headers=False)
     """
 )
+#: uvicorn with the options ``garrison serve`` gave it before it ran granian
+UVICORN = [
+    "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log", "--no-server-header",
+    "--no-proxy-headers",
+]  # fmt: skip
+#: granian with the options of ``garrison.gateway.server.run``
+GRANIAN = [
+    "--interface", "asgi", "--host", "127.0.0.1", "--http", "1", "--no-ws", "--log-level",
+    "warning", "--no-access-log",
+]  # fmt: skip
+SERVERS = ("granian", "uvicorn")
+
+
+def server_commands(server: str, work: Path) -> tuple[list[str], list[str]]:
+    """The commands (each to be followed by a port) of the bare app and of Garrison on ``server``."""
+    (work / "bare_app.py").write_text(BARE_ASGI)
+    python = sys.executable
+    if server == "uvicorn":
+        bare = [python, "-m", "uvicorn", *UVICORN, "--app-dir", str(work), "bare_app:app"]
+        factory = ["--factory", "garrison.gateway.server:factory"]
+        return [*bare, "--port"], [python, "-m", "uvicorn", *UVICORN, *factory, "--port"]
+    bare = [python, "-m", "granian", *GRANIAN, "--working-dir", str(work), "bare_app:app"]
+    return [*bare, "--port"], [python, "-m", "garrison", "serve", "--port"]
+
+
 CYCLE_LUA = """
 local tokens = {}
 for line in io.lines("%(path)s") do tokens[#tokens + 1] = line end
@@ -105,6 +131,32 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its reaped children (/proc/<pid>/stat fields 14-17)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(v) for v in fields[11:15]) / TICK
+
+
+def process_tree(roots: Sequence[int]) -> list[int]:
+    """``roots`` and every live descendant (parent links from /proc/<pid>/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(stat[1]), []).append(int(entry.name))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def tree_cpu(roots: Sequence[int]) -> float:
+    """CPU seconds of the trees under ``roots`` (each process's own and its reaped children's)."""
+    total = 0.0
+    for pid in process_tree(roots):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 @contextlib.contextmanager
@@ -168,9 +220,9 @@ def wrk(
         cmd += ["-s", str(script)]
     if warm:
         subprocess.run([*cmd[:3], "-d2s", *cmd[4:], url], capture_output=True, check=True)
-    before = cpu_seconds(server_pid)
+    before = tree_cpu([server_pid])
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    used = cpu_seconds(server_pid) - before
+    used = tree_cpu([server_pid]) - before
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
@@ -334,6 +386,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=20000)
+    parser.add_argument("--server", choices=SERVERS, default="granian", help="HTTP server")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
@@ -359,11 +412,11 @@ def run(work: Path, args: argparse.Namespace) -> None:
     cycle = work / "cycle.lua"
     cycle.write_text(CYCLE_LUA % {"path": token_file})
     redis_url = os.environ.get("GARRISON_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-    serve = [sys.executable, "-m", "garrison", "serve", "--port"]
+    bare_serve, serve = server_commands(args.server, work)
     with contextlib.ExitStack() as stack:
         bare_port, port = free_port(), free_port()
         bare_url, url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{port}"
-        bare_cmd = [sys.executable, "-c", BARE_APP, str(bare_port)]
+        bare_cmd = [*bare_serve, str(bare_port)]
         bare_pid = stack.enter_context(process(bare_cmd, env, bare_url, work / "bare.log"))
         pid = stack.enter_context(
             process([*serve, str(port)], env, f"{url}/healthz", work / "garrison.log")
@@ -458,8 +511,8 @@ def report(
         return median([one[name].cpu_us / floor_cpu(one, floor) for one in rounds])
 
     print(
-        f"\nwrk -t2 -c{args.connections} -d{args.duration}s on {os.cpu_count()} CPUs (wrk shares "
-        f"them), {len(rounds)} interleaved rounds: medians; ratios within each round\n"
+        f"\n{args.server}; wrk -t2 -c{args.connections} -d{args.duration}s on {os.cpu_count()} CPUs "
+        f"(wrk shares them), {len(rounds)} interleaved rounds: medians; ratios within each round\n"
     )
     head = (
         f"{'run':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'non-2xx':>9}"

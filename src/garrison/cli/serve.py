@@ -1,4 +1,4 @@
-"""``garrison serve``: run the service (uvicorn), printing where it listens and what to do next."""
+"""``garrison serve``: run the service (granian), printing where it listens and what to do next."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-import uvicorn
 
 from garrison.app import Services
 from garrison.cli.context import state
 from garrison.cli.output import err, errors_as_exit
 from garrison.config import Settings
 from garrison.config.secret_values import configured_values
+from garrison.gateway import server
 from garrison.keys.secret_ages import SecretAges
-from garrison.observability.logging import logging_config
 from garrison.storage.db import error_summary
 
 
@@ -56,18 +55,7 @@ def serve(
         )
     os.environ["GARRISON_DATA_DIR"] = str(settings.data_dir)
     with errors_as_exit():
-        uvicorn.run(
-            "garrison.gateway.server:factory",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=settings.log_level.lower(),
-            log_config=logging_config(settings.log_level),  # JSON lines with request ids (L9)
-            proxy_headers=False,  # X-Forwarded-* are trusted only from GARRISON_TRUSTED_PROXIES
-            server_header=False,
-            access_log=False,
-        )
+        server.run(host, port, workers=workers, log_level=settings.log_level)
 
 
 def served_issuer(settings: Settings, host: str, port: int) -> str | None:

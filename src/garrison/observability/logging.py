@@ -64,7 +64,7 @@ _NOISY = (
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
-    """A ``dictConfig`` for the service (and uvicorn's own loggers), JSON on stderr."""
+    """A ``dictConfig`` for the service (and the HTTP server's own loggers), JSON on stderr."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     quiet = {"handlers": ["json"], "level": level.upper(), "propagate": False}
     return {
@@ -74,9 +74,8 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "handlers": {"json": handler},
         "root": {"handlers": ["json"], "level": level.upper()},
         "loggers": {
-            "uvicorn": quiet,
-            "uvicorn.error": {"level": level.upper(), "propagate": True},
-            "uvicorn.access": quiet,
+            "_granian": quiet,  # granian's supervisor and workers
+            "granian.access": quiet,  # off: /verify writes its own access lines (L9)
             # even at DEBUG: SQL parameters and HTTP internals are not ours to print (C6)
             **{name: {"level": "WARNING"} for name in _NOISY},
         },

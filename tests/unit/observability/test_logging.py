@@ -93,17 +93,20 @@ def test_lines_logged_while_serving_carry_that_requests_id(
 
 
 @pytest.mark.req("L9")
-def test_the_dict_config_is_valid_and_routes_uvicorn_through_json() -> None:
+def test_the_dict_config_is_valid_and_routes_the_http_server_through_json() -> None:
     config = logging_config("debug")
     assert config["formatters"]["json"]["()"].endswith("JsonFormatter")
     assert config["root"]["level"] == "DEBUG"
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
+    root, server = logging.getLogger(), logging.getLogger("_granian")
+    saved = (root.handlers[:], root.level, server.handlers[:], server.propagate)
     try:
         logging.config.dictConfig(config)
         assert any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+        # granian's supervisor and workers log through the same JSON handler, not their own
+        assert [type(h.formatter) for h in server.handlers] == [JsonFormatter]
+        assert logging.getLogger("granian.access").level == logging.DEBUG
     finally:
-        root.handlers[:], _ = saved
+        root.handlers[:], _, server.handlers[:], server.propagate = saved
         root.setLevel(saved[1])
 
 
