@@ -165,6 +165,20 @@ def test_oversized_body_is_413(front: Front) -> None:
     assert route_cap.status_code == 413
 
 
+@pytest.mark.req("E4", "E8")
+def test_an_early_refusal_of_a_large_upload_reaches_the_client(front: Front) -> None:
+    """Refused before its body is read (no credentials, a bad token): the answer must reach the
+    client through a proxy that is still streaming the upload, not become the proxy's 502."""
+    body = b"x" * (2 * 1024 * 1024)  # under the cap, larger than any socket buffer
+    anonymous = httpx.post(f"{front.url}/api/tickets/7", content=body, timeout=30)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    forged = httpx.post(
+        f"{front.url}/api/tickets/7", headers=bearer("not.a.token"), content=body, timeout=30
+    )
+    assert forged.status_code == 401
+
+
 @pytest.mark.req("E4")
 def test_chunked_body_over_the_cap_is_413(front: Front) -> None:
     response = httpx.post(f"{front.url}/public/x", content=chunks(4, 4096), timeout=30)

@@ -2,7 +2,10 @@
 
 The cap is per route: ``RouteDef.max_body_bytes`` for the longest matching route prefix,
 ``BUS_MAX_BYTES`` under ``/system/``, else ``GARRISON_MAX_BODY_BYTES``. A ``Content-Length`` over the
-cap is refused before the application runs; a chunked body is counted as it arrives through the
+cap is refused before the application runs, and then up to ``DRAIN_BYTES`` of the body (for at most
+``DRAIN_SECONDS``) are read and dropped, never kept: a proxy that streams the body to Garrison
+(nginx with ``proxy_request_buffering off``, Caddy) would otherwise meet a connection closed under
+its upload and answer 502 instead of passing the 413 on. A chunked body is counted as it arrives through the
 wrapped ``receive``, and the first chunk that crosses the cap ends the request with 413 (or, when
 the response has already started, an aborted response) — the application never holds more than one
 chunk past the cap.
@@ -10,6 +13,7 @@ chunk past the cap.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +24,9 @@ from garrison.gateway.raw import header, send_error
 from garrison.paths import canonical_path, covers, route_prefix
 
 SYSTEM_PREFIX = "/system/"
+#: The most of a refused body read (and dropped) so that the proxy sending it reads the answer.
+DRAIN_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 2.0
 
 
 class BodyCaps:
@@ -71,6 +78,22 @@ class _Counter:
         return message
 
 
+async def _drop_body(receive: Receive, limit: int) -> None:
+    """Read and drop up to ``limit`` bytes of the request body, within ``DRAIN_SECONDS``."""
+    seen = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while seen < limit:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, caps: BodyCaps) -> None:
         self.app = app
@@ -88,6 +111,7 @@ class BodyLimit:
             return
         if declared is not None and int(declared) > cap:
             await send_error(send, too_large(cap), request_id)
+            await _drop_body(receive, min(int(declared), DRAIN_BYTES))
             return
         started = False
 

@@ -265,6 +265,52 @@ def test_declared_length_over_cap_is_413_before_the_app_runs() -> None:
 
 
 @pytest.mark.req("E4")
+def test_a_refused_body_is_dropped_up_to_a_bound_never_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 413 goes first; then a bounded part of the body is read and dropped, so a proxy still
+    streaming it reads the answer instead of a reset (502). An endless upload, or one that stalls,
+    ends the drain at the byte or time bound."""
+    import asyncio
+
+    from garrison.gateway import bodylimit
+
+    monkeypatch.setattr(bodylimit, "DRAIN_BYTES", 10_000)
+    monkeypatch.setattr(bodylimit, "DRAIN_SECONDS", 0.2)
+    echo, app = capped()
+    scope = {
+        "type": "http", "method": "POST", "path": "/x", "raw_path": b"/x", "query_string": b"",
+        "headers": [(b"content-length", str(10**12).encode())],
+    }  # fmt: skip
+
+    async def one(stall: bool) -> tuple[list[int], int]:
+        reads = 0
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, object]:
+            nonlocal reads
+            reads += 1
+            if stall and reads > 2:
+                await asyncio.sleep(3600)
+            return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(int(message["status"]))
+
+        await asyncio.wait_for(app(scope, receive, send), timeout=2)
+        return statuses, reads
+
+    statuses, reads = asyncio.run(one(stall=False))
+    assert statuses == [413]
+    assert reads == 10  # 10,000 bytes dropped, then no more
+    statuses, reads = asyncio.run(one(stall=True))
+    assert statuses == [413]
+    assert reads == 3  # the stalled read was given up at the time bound
+    assert echo.seen == {}
+
+
+@pytest.mark.req("E4")
 def test_chunked_body_without_length_is_cut_at_the_cap() -> None:
     echo, app = capped()
     result = run(app, method="POST", chunks=[b"x" * 60, b"x" * 60, b"x" * 60, b"x" * 60])
