@@ -28,6 +28,7 @@ from garrison.app import Services
 from garrison.audit.writer import AuditWriter
 from garrison.errors import GarrisonError, UnavailableError
 from garrison.gateway import console
+from garrison.gateway.bodylimit import BodyReads, drop_unread
 from garrison.gateway.problem import problem_body, problem_response, simple_problem
 from garrison.gateway.querycreds import has_query_credentials
 from garrison.gateway.routes import admin, auth, health, wellknown
@@ -192,7 +193,9 @@ class Front:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await self.observed(scope, receive, send_with_id)
+        reads = BodyReads(receive)
+        await self.observed(scope, reads, send_with_id)
+        await drop_unread(scope, reads)  # a proxy streaming the upload must read the answer
 
 
 _ID_PREFIX = secrets.token_hex(4)  # this process's; a counter makes each id unique within it

@@ -2,13 +2,16 @@
 
 The cap is per route: ``RouteDef.max_body_bytes`` for the longest matching route prefix,
 ``BUS_MAX_BYTES`` under ``/system/``, else ``GARRISON_MAX_BODY_BYTES``. A ``Content-Length`` over the
-cap is refused before the application runs, and then up to ``DRAIN_BYTES`` of the body (for at most
-``DRAIN_SECONDS``) are read and dropped, never kept: a proxy that streams the body to Garrison
-(nginx with ``proxy_request_buffering off``, Caddy) would otherwise meet a connection closed under
-its upload and answer 502 instead of passing the 413 on. A chunked body is counted as it arrives through the
+cap is refused before the application runs. A chunked body is counted as it arrives through the
 wrapped ``receive``, and the first chunk that crosses the cap ends the request with 413 (or, when
 the response has already started, an aborted response) — the application never holds more than one
 chunk past the cap.
+
+Any answer given before the body was read to its end (that 413, a 401 or 403 of the proxy, a 429)
+is followed by ``drop_unread``: up to ``DRAIN_BYTES`` more of the body, for at most
+``DRAIN_SECONDS``, are read and dropped, never kept. A proxy that streams the upload to Garrison
+(nginx with ``proxy_request_buffering off``, Caddy) would otherwise meet the connection closed
+under its upload and answer 502 instead of passing the answer on.
 """
 
 from __future__ import annotations
@@ -78,13 +81,39 @@ class _Counter:
         return message
 
 
-async def _drop_body(receive: Receive, limit: int) -> None:
-    """Read and drop up to ``limit`` bytes of the request body, within ``DRAIN_SECONDS``."""
+class BodyReads:
+    """A request's ``receive`` that notes whether the body was read to its end."""
+
+    __slots__ = ("ended", "receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.ended = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.ended = True
+        return message
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def drop_unread(scope: Scope, reads: BodyReads) -> None:
+    """After the answer: read and drop up to ``DRAIN_BYTES`` of a body the application left
+    unread, within ``DRAIN_SECONDS`` (an endless or stalled upload ends at either bound)."""
+    if reads.ended or not _has_body(scope):
+        return
     seen = 0
     try:
         async with asyncio.timeout(DRAIN_SECONDS):
-            while seen < limit:
-                message = await receive()
+            while seen < DRAIN_BYTES:
+                message = await reads()
                 if message["type"] != "http.request":
                     return  # the client went away
                 seen += len(message.get("body", b""))
@@ -111,7 +140,6 @@ class BodyLimit:
             return
         if declared is not None and int(declared) > cap:
             await send_error(send, too_large(cap), request_id)
-            await _drop_body(receive, min(int(declared), DRAIN_BYTES))
             return
         started = False
 

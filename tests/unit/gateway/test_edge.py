@@ -270,7 +270,7 @@ def test_a_refused_body_is_dropped_up_to_a_bound_never_kept(
 ) -> None:
     """The 413 goes first; then a bounded part of the body is read and dropped, so a proxy still
     streaming it reads the answer instead of a reset (502). An endless upload, or one that stalls,
-    ends the drain at the byte or time bound."""
+    ends the drain at the byte or time bound. A body read to its end is not read again."""
     import asyncio
 
     from garrison.gateway import bodylimit
@@ -298,7 +298,12 @@ def test_a_refused_body_is_dropped_up_to_a_bound_never_kept(
             if message["type"] == "http.response.start":
                 statuses.append(int(message["status"]))
 
-        await asyncio.wait_for(app(scope, receive, send), timeout=2)
+        async def front() -> None:  # as Front serves every route but /verify
+            body = bodylimit.BodyReads(receive)
+            await app(scope, body, send)
+            await bodylimit.drop_unread(scope, body)
+
+        await asyncio.wait_for(front(), timeout=2)
         return statuses, reads
 
     statuses, reads = asyncio.run(one(stall=False))
@@ -308,6 +313,21 @@ def test_a_refused_body_is_dropped_up_to_a_bound_never_kept(
     assert statuses == [413]
     assert reads == 3  # the stalled read was given up at the time bound
     assert echo.seen == {}
+
+    async def read_whole() -> int:
+        calls = 0
+
+        async def receive() -> dict[str, object]:
+            nonlocal calls
+            calls += 1
+            return {"type": "http.request", "body": b"x", "more_body": False}
+
+        body = bodylimit.BodyReads(receive)
+        await body()
+        await bodylimit.drop_unread({"type": "http", "headers": [(b"content-length", b"1")]}, body)
+        return calls
+
+    assert asyncio.run(read_whole()) == 1
 
 
 @pytest.mark.req("E4")
