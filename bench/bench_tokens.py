@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from garrison.keys import algorithms
@@ -56,22 +56,31 @@ def _b64(text: str) -> bytes:
 
 def floor_verify(keyring: Keyring, token: str) -> Callable[[], object]:
     """The bare ``cryptography`` call on this token's signing input and signature."""
+    return signature_check(_private(keyring).public_key(), keyring.alg, token)
+
+
+def signature_check(public: object, alg: str, token: str) -> Callable[[], object]:
+    """``cryptography``'s verify of ``token``'s signature with ``public`` (``alg``'s key), as a
+    call: also what the bench's bare-signed app pays on each request."""
     head, body, sig_b64 = token.split(".")
     data, sig = f"{head}.{body}".encode(), _b64(sig_b64)
-    public = _private(keyring).public_key()
     if isinstance(public, rsa.RSAPublicKey):
-        sha256 = hashes.SHA256()
+        rsa_key, sha256 = public, hashes.SHA256()
         pad: padding.AsymmetricPadding = (
             padding.PSS(mgf=padding.MGF1(sha256), salt_length=32)
-            if keyring.alg == "PS256"
+            if alg == "PS256"
             else padding.PKCS1v15()
         )
-        return lambda: public.verify(sig, data, pad, sha256)
+        return lambda: rsa_key.verify(sig, data, pad, sha256)
     if isinstance(public, ec.EllipticCurvePublicKey):
+        ec_key = public
         der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         ecdsa = ec.ECDSA(hashes.SHA256())
-        return lambda: public.verify(der, data, ecdsa)
-    return lambda: public.verify(sig, data)
+        return lambda: ec_key.verify(der, data, ecdsa)
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        ed_key = public
+        return lambda: ed_key.verify(sig, data)
+    raise TypeError(f"no signature check for {type(public).__name__}")
 
 
 def _private(keyring: Keyring) -> algorithms.PrivateKey:

@@ -8,6 +8,9 @@ Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk nginx``). Every se
 
   bare          a no-op ASGI app on the same HTTP server, same request         (floor)
   verify        /verify, every check on (JWT, user status, tenant, policy, limiter), one token reused
+  bare-signed   the bare app, paying ``cryptography``'s verify of one token's signature on each
+                request: what a first sight costs at the least on this server (measured; the
+                goal's floor is computed: the bare app's CPU plus that verify timed in a loop)
   verify-new    /verify with a new token each request: a wrk Lua script walks a pre-issued list,
                 each round its own slice, each wrk thread its own half (``--new-duration``
                 seconds, no warm-up: a token seen once is remembered, so a second sight is a
@@ -73,32 +76,64 @@ BARE_ASGI = textwrap.dedent(
         await send({"type": "http.response.body", "body": b""})
     """
 )
+#: the bare app paying, on each request, ``cryptography``'s verify of one token's signature: the
+#: measured floor of a first sight (the computed one adds the raw verify timed in a loop to bare)
+BARE_SIGNED_ASGI = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, %(root)r)
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from bench.bench_tokens import signature_check
+    with open(%(pem)r, "rb") as fh:
+        _check = signature_check(load_pem_public_key(fh.read()), %(alg)r, %(token)r)
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        _check()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+    """
+)
 #: uvicorn with the options ``garrison serve`` gave it before it ran granian
 UVICORN = [
     "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log", "--no-server-header",
     "--no-proxy-headers",
 ]  # fmt: skip
-#: granian with the options of ``garrison.gateway.server.run``
-GRANIAN = [
-    "--interface", "asgi", "--host", "127.0.0.1", "--http", "1", "--no-ws", "--log-level",
-    "warning", "--no-access-log",
-]  # fmt: skip
+#: a bare app on granian, served by ``garrison.gateway.server.run`` (the options ``garrison serve``
+#: gives it): ``python serve_bare.py MODULE --port N``
+SERVE_BARE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from garrison.gateway.server import run
+
+    work = Path(__file__).resolve().parent
+    run("127.0.0.1", int(sys.argv[3]), workers=1, log_level="warning",
+        target=f"{sys.argv[1]}:app", factory=False, working_dir=work)
+    """
+)
 SERVERS = ("granian", "uvicorn")
 #: req/s that verify-new is not expected to exceed on this kind of machine: the token pool is sized
 #: from it, and the bench says so when a run went faster (some requests were then second sights)
 NEW_RATE_BOUND = 15000
 
 
-def server_commands(server: str, work: Path) -> tuple[list[str], list[str]]:
-    """The commands (each to be followed by a port) of the bare app and of Garrison on ``server``."""
-    (work / "bare_app.py").write_text(BARE_ASGI)
+def server_commands(server: str, work: Path, app: str = "bare_app") -> tuple[list[str], list[str]]:
+    """The commands (each to be followed by a port) of a bare app (``app``: a module in ``work``)
+    and of Garrison on ``server``."""
+    if app == "bare_app":
+        (work / "bare_app.py").write_text(BARE_ASGI)
     python = sys.executable
     if server == "uvicorn":
-        bare = [python, "-m", "uvicorn", *UVICORN, "--app-dir", str(work), "bare_app:app"]
+        bare = [python, "-m", "uvicorn", *UVICORN, "--app-dir", str(work), f"{app}:app"]
         factory = ["--factory", "garrison.gateway.server:factory"]
         return [*bare, "--port"], [python, "-m", "uvicorn", *UVICORN, *factory, "--port"]
-    bare = [python, "-m", "granian", *GRANIAN, "--working-dir", str(work), "bare_app:app"]
-    return [*bare, "--port"], [python, "-m", "garrison", "serve", "--port"]
+    (work / "serve_bare.py").write_text(SERVE_BARE)
+    bare = [python, str(work / "serve_bare.py"), app, "--port"]
+    return bare, [python, "-m", "garrison", "serve", "--port"]
 
 
 CYCLE_LUA = """
@@ -361,19 +396,28 @@ def _issue(count: int) -> list[str]:
     return [services.codec.issue(claims)[0] for _ in range(count)]
 
 
-def raw_verify_us(env: dict[str, str], token: str, count: int = 2000) -> float:
+def raw_verify_us(env: dict[str, str], token: str, work: Path, count: int = 2000) -> float:
     """``cryptography``'s own verify of ``token``'s signature: CPU µs, best of three loops (the
-    server's figures are CPU time too). The floor under any verifier."""
-    from bench.bench_tokens import floor_verify
+    server's figures are CPU time too). The floor under any verifier. Writes ``bare_signed.py``
+    in ``work``: the bare app paying that verify on each request."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from bench.bench_tokens import _private, signature_check
     from garrison.app import build_services
     from garrison.config import load_settings
 
     services = build_services(load_settings(env))
     try:
         services.keyring.load()
-        verify = floor_verify(services.keyring, token)
+        public, alg = _private(services.keyring).public_key(), services.keyring.alg
     finally:
         services.close()
+    pem = work / "public.pem"
+    pem.write_bytes(public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    root = str(Path(__file__).resolve().parents[1])
+    app = BARE_SIGNED_ASGI % {"root": root, "pem": str(pem), "alg": alg, "token": token}
+    (work / "bare_signed.py").write_text(app)
+    verify = signature_check(public, alg, token)
     best = float("inf")
     for _ in range(3):
         start = time.process_time()
@@ -441,7 +485,7 @@ def main() -> None:
 def run(work: Path, args: argparse.Namespace) -> None:
     print(f"issuing {args.tokens} tokens ...", file=sys.stderr)
     env, token, token_file = prepare(work, args.tokens)
-    raw_us = raw_verify_us(env, token)
+    raw_us = raw_verify_us(env, token, work)
     verify_headers = {
         "Authorization": f"Bearer {token}",
         "X-Original-Method": "POST",
@@ -458,11 +502,17 @@ def run(work: Path, args: argparse.Namespace) -> None:
         slices[-1].write_text(CYCLE_LUA % {"path": part})
     redis_url = os.environ.get("GARRISON_BENCH_REDIS", "redis://127.0.0.1:6379/0")
     bare_serve, serve = server_commands(args.server, work)
+    signed_serve, _ = server_commands(args.server, work, "bare_signed")
     with contextlib.ExitStack() as stack:
         bare_port, port = free_port(), free_port()
         bare_url, url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{port}"
         bare_cmd = [*bare_serve, str(bare_port)]
         bare_pid = stack.enter_context(process(bare_cmd, env, bare_url, work / "bare.log"))
+        signed_port = free_port()
+        signed_url = f"http://127.0.0.1:{signed_port}"
+        signed_pid = stack.enter_context(
+            process([*signed_serve, str(signed_port)], env, signed_url, work / "signed.log")
+        )
         pid = stack.enter_context(
             process([*serve, str(port)], env, f"{url}/healthz", work / "garrison.log")
         )
@@ -472,6 +522,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
         runs = [
             Run("bare", f"{bare_url}/verify", bare_pid, "bare", verify_headers),
             Run("verify", f"{url}/verify", pid, "bare", verify_headers),
+            Run("bare-signed", f"{signed_url}/verify", signed_pid, "bare+verify", verify_headers),
             Run("verify-new", f"{url}/verify", pid, "bare+verify", script=slices[0]),
             Run("nginx-noop", f"{noop_url}/api/tickets/7", bare_pid, "nginx-noop", bearer),
             Run("nginx-verify", f"{front_url}/api/tickets/7", pid, "nginx-noop", bearer),
@@ -586,6 +637,12 @@ def report(
     print(
         f"\nraw signature verify (cryptography, this token's key): {raw_us:.1f} µs; "
         f"verify-new floor = bare CPU + that = {floor_new:.1f} µs"
+    )
+    print(
+        f"bare-signed (the bare app paying that verify on each request, on the same server): "
+        f"{median([one['bare-signed'].cpu_us for one in rounds]):.1f} µs, "
+        f"{cpu_ratio('bare-signed', 'bare+verify'):.2f}x the verify-new floor; "
+        f"verify-new is {cpu_ratio('verify-new', 'bare-signed'):.2f}x bare-signed"
     )
     sent = max(one["verify-new"].rps * args.new_duration for one in rounds)
     first_sight = min(1.0, per_round / sent)

@@ -7,8 +7,8 @@ proxy; an unregistered path is denied, Z2). The decision is always ``Authorizer.
 refusal is always ``refusals.refusal_event``; so every path says yes and no the same way.
 
 The hot path does no I/O when nothing changed: the token, the user's status and the session come
-from the authenticator's caches (a worker thread is used only on a miss, once per credential
-however many requests wait for it), decisions are cached per policy version, successful JWT
+from the authenticator's caches (a worker thread is used only on a miss, once per user and
+session however many requests, and tokens, wait for it), decisions are cached per policy version, successful JWT
 admissions are remembered per (credential, method, URI, tenant header) until any message of the
 invalidation bus, and the limiter spends a local lease. Denies are awaited (an acknowledged deny is
 durable); every admitted API-key request is counted without holding the request, and written as one
@@ -30,7 +30,7 @@ from garrison.admission.refusals import RefusalLog, refusal_event
 from garrison.admission.uses import KeyUseLog
 from garrison.audit.event import AuditSink
 from garrison.clock import Clock
-from garrison.errors import AuthenticationError, ForbiddenError
+from garrison.errors import AuthenticationError, ForbiddenError, GarrisonError, UnavailableError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.authn import NO_CREDENTIALS, Authenticator
 from garrison.identity.cookies import SAFE_METHODS, SessionCookies, check_own_site
@@ -82,7 +82,10 @@ class Pipeline:
     _admitted: dict[Hashable, _Admitted] = field(default_factory=dict, init=False)
     #: bumped by every invalidation; an admission begun before is not kept
     _generation: int = field(default=0, init=False)
-    _lookups: dict[str, asyncio.Future[Principal]] = field(default_factory=dict, init=False)
+    #: lookup key -> (the credential being looked up, its answer to come)
+    _lookups: dict[Hashable, tuple[str, asyncio.Future[Principal]]] = field(
+        default_factory=dict, init=False
+    )
 
     def __post_init__(self) -> None:
         self.refusals = RefusalLog(self.audit, self.clock)
@@ -286,18 +289,38 @@ class Pipeline:
             raise
 
     async def _authenticate_once(self, authorization: str) -> Principal:
-        """The blocking path, in a worker thread, once per credential however many requests wait
-        for it: when a cache entry expires under load, one database read serves them all."""
-        pending = self._lookups.get(authorization)
+        """The blocking path, in a worker thread, once per lookup however many requests wait for
+        it: when a cache entry expires under load, one database read serves every request for the
+        same user and session (``Authenticator.lookup_key``), whichever of its tokens each holds.
+
+        A request waiting on another credential's read then checks its own against the caches
+        that read filled, and reads for itself only if they still miss. A read that found the
+        database unavailable is that answer for every request waiting on it (no herd of reads on
+        a database that is down)."""
+        key = self.authenticator.lookup_key(authorization)
+        pending = self._lookups.get(key)
         if pending is not None:
+            theirs, future = pending
             try:
-                return await asyncio.shield(pending)
+                principal = await asyncio.shield(future)
             except asyncio.CancelledError:
-                if not pending.cancelled():
+                if not future.cancelled():
                     raise  # this request itself was cancelled
                 # the request that ran the lookup was cancelled: run our own below
-        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
-        self._lookups[authorization] = future
+            except UnavailableError:
+                raise
+            except GarrisonError:
+                if theirs == authorization:
+                    raise
+            else:
+                if theirs == authorization:
+                    return principal
+            if theirs != authorization:
+                found = self.authenticator.authenticate_cached(authorization)
+                if found is not None:
+                    return found
+        future = asyncio.get_running_loop().create_future()
+        self._lookups[key] = (authorization, future)
         try:
             principal = await anyio.to_thread.run_sync(
                 self.authenticator.authenticate, authorization
@@ -313,8 +336,9 @@ class Pipeline:
             future.set_result(principal)
             return principal
         finally:
-            if self._lookups.get(authorization) is future:
-                del self._lookups[authorization]
+            entry = self._lookups.get(key)
+            if entry is not None and entry[1] is future:
+                del self._lookups[key]
 
     # -- refusals and records --------------------------------------------------------------------
     async def _deny(

@@ -25,9 +25,10 @@ import multiprocessing
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
-from granian.constants import HTTPModes, Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.mp import MPServer
 from starlette.types import ASGIApp
@@ -82,19 +83,31 @@ class _Server(MPServer):  # process workers (the supervisor granian picks on a G
                 os.kill(child.pid, signal.SIGHUP)
 
 
-def run(host: str, port: int, *, workers: int, log_level: str) -> None:
+def run(
+    host: str,
+    port: int,
+    *,
+    workers: int,
+    log_level: str,
+    target: str = FACTORY,
+    factory: bool = True,
+    working_dir: Path | None = None,
+) -> None:
     """Serve Garrison until SIGINT or SIGTERM (graceful: each worker's shutdown drains its audit
-    writer). HTTP/1.1 only: what the supported proxies speak to a forward-auth endpoint."""
+    writer). HTTP/1.1 only: what the supported proxies speak to a forward-auth endpoint.
+
+    ``target`` (a module in ``working_dir``, ``factory`` or not) serves another ASGI app with the
+    same options: the benchmarks' floors run on exactly the server Garrison runs on."""
     _Server(
-        FACTORY,
+        target,
         address=host,
         port=port,
         interface=Interfaces.ASGI,
-        factory=True,
+        factory=factory,
+        working_dir=working_dir,
         workers=workers,
         http=HTTPModes.http1,
         websockets=False,
-        loop=Loops.auto,
         log_level=LogLevels(log_level.lower()),
         log_dictconfig=logging_config(log_level),  # JSON lines with request ids (L9)
         log_access=False,

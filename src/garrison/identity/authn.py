@@ -10,7 +10,7 @@ processes. A database that cannot be reached is ``UnavailableError`` (503), neve
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +157,23 @@ class Authenticator:
         if status is None or revoked is None:
             return None
         return self._check_jwt(claims, status, bool(revoked))
+
+    def lookup_key(self, authorization: str | None) -> Hashable:
+        """What ``authenticate`` reads for this credential on a cache miss, as a key: one user and
+        refresh family for a token of Garrison's that verifies (cached: ``authenticate_cached``
+        verified it), the credential itself for anything else. Requests with the same key can
+        share one read, then each check its own credential against what it left in the caches."""
+        try:
+            credential = bearer(authorization)
+        except AuthenticationError:
+            return authorization
+        if credential.startswith(API_KEY_PREFIX):
+            return authorization
+        try:
+            claims = self.codec.verify(credential)
+        except TokenError:
+            return authorization
+        return ("jwt", claims["sub"], claims.get("sid"))
 
     # -- JWT -----------------------------------------------------------------------------------
     def _jwt(self, token: str) -> Principal:

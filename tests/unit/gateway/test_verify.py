@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from garrison.admission import Attempt
 from garrison.app import Services, build_services
 from garrison.config.settings import RateLimitDef, RouteDef
+from garrison.errors import GarrisonError
 from garrison.gateway.asgi import create_app
 from garrison.identity.users import User
 from tests.conftest import PASSWORD, MakeSettings, login
@@ -290,3 +291,88 @@ def test_concurrent_misses_share_one_lookup(
 
     assert anyio.run(main) == [owner.id] * 20
     assert calls == 1
+
+
+def _session_tokens(svc: Services, owner: User, count: int) -> list[str]:
+    """``count`` access tokens of one login of ``owner``: one user, one session, each token new."""
+    from garrison.identity.service import Client
+
+    pair = svc.auth.login(owner.username, PASSWORD, Client(ip="127.0.0.1"))
+    claims = {
+        k: v for k, v in pair.claims.items() if k not in {"iss", "aud", "iat", "nbf", "exp", "jti"}
+    }
+    return [svc.codec.issue(claims)[0] for _ in range(count)]
+
+
+def _admit_all(svc: Services, tokens: list[str]) -> list[object]:
+    """Admit one request per token at once, each on a token seen for the first time; what each
+    ended in (its subject, or the error it raised)."""
+    gate = svc.admission
+
+    async def main() -> list[object]:
+        ended: list[object] = []
+
+        async def one(token: str) -> None:
+            attempt = Attempt("POST", "/api/tickets/1", f"Bearer {token}", None, "127.0.0.1")
+            try:
+                admission = await gate.admit(attempt)
+            except GarrisonError as exc:
+                ended.append(exc.code)
+            else:
+                ended.append(admission.principal.sub if admission.principal else None)
+
+        async with anyio.create_task_group() as tg:
+            for token in tokens:
+                tg.start_soon(one, token)
+        await gate.drain()
+        return ended
+
+    return anyio.run(main)
+
+
+def _counting_user_reads(svc: Services, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every user-row read the authenticator makes, by user id (each one slowed to 50 ms, as a
+    busy database would: requests arrive while it is under way)."""
+    reads: list[str] = []
+    real = svc.authenticator.users.get
+
+    def counting(user_id: str) -> User:
+        reads.append(user_id)
+        time.sleep(0.05)
+        return real(user_id)
+
+    monkeypatch.setattr(svc.authenticator.users, "get", counting)
+    return reads
+
+
+@pytest.mark.req("E8", "A4")
+def test_first_sights_of_one_sessions_tokens_share_one_user_read(
+    svc: Services, user: Callable[..., User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user-status cache expires (every second without a cross-process bus) while 20 tokens
+    of one session arrive, each for the first time: one read of the user serves them all, where
+    a lookup per token would start a worker thread and a database read for each (a herd every
+    second under a token storm)."""
+    owner = user("mira", roles=("support",))
+    tokens = _session_tokens(svc, owner, 20)
+    reads = _counting_user_reads(svc, monkeypatch)
+    svc.bus.publish("reset", "")  # every cache cold, as after an expiry
+    assert _admit_all(svc, tokens) == [owner.id] * 20
+    assert reads == [owner.id]
+
+
+@pytest.mark.req("E8", "A4")
+def test_a_shared_read_still_checks_each_token_on_its_own(
+    svc: Services, user: Callable[..., User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting on another token's read never hands over its answer: each token is checked with
+    its own claims against what was read. Tokens of a user whose sessions were revoked after
+    they were issued are refused, every one, on one read."""
+    owner = user("noor", roles=("support",))
+    tokens = _session_tokens(svc, owner, 10)
+    time.sleep(1.1)  # tokens_valid_after is compared with iat, in whole seconds
+    svc.users.revoke_sessions(owner.id)
+    reads = _counting_user_reads(svc, monkeypatch)
+    svc.bus.publish("reset", "")
+    assert _admit_all(svc, tokens) == ["session_revoked"] * 10
+    assert reads == [owner.id]
