@@ -8,9 +8,9 @@ refusal is always ``refusals.refusal_event``; so every path says yes and no the 
 
 The hot path does no I/O when nothing changed: the token, the user's status and the session come
 from the authenticator's caches (a worker thread is used only on a miss, once per user and
-session however many requests, and tokens, wait for it), decisions are cached per policy version, successful JWT
-admissions are remembered per (credential, method, URI, tenant header) until any message of the
-invalidation bus, and the limiter spends a local lease. Denies are awaited (an acknowledged deny is
+session however many requests and tokens wait for it), decisions are cached per policy version,
+successful JWT admissions are remembered per (credential, method, URI, tenant header) until any
+message of the invalidation bus, and the limiter spends a local lease. Denies are awaited (an acknowledged deny is
 durable); every admitted API-key request is counted without holding the request, and written as one
 ``auth.api_key`` record per key and second (``admission.uses``).
 """
@@ -30,7 +30,7 @@ from garrison.admission.refusals import RefusalLog, refusal_event
 from garrison.admission.uses import KeyUseLog
 from garrison.audit.event import AuditSink
 from garrison.clock import Clock
-from garrison.errors import AuthenticationError, ForbiddenError, GarrisonError, UnavailableError
+from garrison.errors import AuthenticationError, ForbiddenError, GarrisonError
 from garrison.identity.apikeys import PREFIX as API_KEY_PREFIX
 from garrison.identity.authn import NO_CREDENTIALS, Authenticator
 from garrison.identity.cookies import SAFE_METHODS, SessionCookies, check_own_site
@@ -294,9 +294,7 @@ class Pipeline:
         same user and session (``Authenticator.lookup_key``), whichever of its tokens each holds.
 
         A request waiting on another credential's read then checks its own against the caches
-        that read filled, and reads for itself only if they still miss. A read that found the
-        database unavailable is that answer for every request waiting on it (no herd of reads on
-        a database that is down)."""
+        that read filled, and reads for itself only if they still miss."""
         key = self.authenticator.lookup_key(authorization)
         pending = self._lookups.get(key)
         if pending is not None:
@@ -307,18 +305,15 @@ class Pipeline:
                 if not future.cancelled():
                     raise  # this request itself was cancelled
                 # the request that ran the lookup was cancelled: run our own below
-            except UnavailableError:
-                raise
             except GarrisonError:
                 if theirs == authorization:
                     raise
             else:
                 if theirs == authorization:
                     return principal
-            if theirs != authorization:
-                found = self.authenticator.authenticate_cached(authorization)
-                if found is not None:
-                    return found
+            found = self.authenticator.authenticate_cached(authorization)
+            if found is not None:
+                return found
         future = asyncio.get_running_loop().create_future()
         self._lookups[key] = (authorization, future)
         try:

@@ -304,16 +304,20 @@ def _session_tokens(svc: Services, owner: User, count: int) -> list[str]:
     return [svc.codec.issue(claims)[0] for _ in range(count)]
 
 
-def _admit_all(svc: Services, tokens: list[str]) -> list[object]:
+def _admit_all(svc: Services, tokens: list[str], *, cookies: int = 0) -> list[object]:
     """Admit one request per token at once, each on a token seen for the first time; what each
-    ended in (its subject, or the error it raised)."""
+    ended in (its subject, or the error it raised). The first ``cookies`` tokens come as the
+    session cookie of a GET (a browser's), the rest as ``Authorization: Bearer``."""
     gate = svc.admission
 
     async def main() -> list[object]:
         ended: list[object] = []
 
         async def one(token: str) -> None:
-            attempt = Attempt("POST", "/api/tickets/1", f"Bearer {token}", None, "127.0.0.1")
+            if tokens.index(token) < cookies:
+                attempt = Attempt("GET", "/api/tickets/1", None, None, "127.0.0.1", session=token)
+            else:
+                attempt = Attempt("POST", "/api/tickets/1", f"Bearer {token}", None, "127.0.0.1")
             try:
                 admission = await gate.admit(attempt)
             except GarrisonError as exc:
@@ -358,6 +362,26 @@ def test_first_sights_of_one_sessions_tokens_share_one_user_read(
     reads = _counting_user_reads(svc, monkeypatch)
     svc.bus.publish("reset", "")  # every cache cold, as after an expiry
     assert _admit_all(svc, tokens) == [owner.id] * 20
+    assert reads == [owner.id]
+
+
+@pytest.mark.req("E8", "A4", "A9")
+def test_cookie_and_bearer_requests_of_one_session_share_one_user_read(
+    svc: Services, user: Callable[..., User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same session as a browser's cookie and as Bearer tokens, all at once, caches cold: one
+    read, and each request admitted on its own credential. A revoked session then refuses both
+    kinds, again on one read."""
+    owner = user("odile", roles=("support",))
+    tokens = _session_tokens(svc, owner, 12)
+    reads = _counting_user_reads(svc, monkeypatch)
+    svc.bus.publish("reset", "")
+    assert _admit_all(svc, tokens, cookies=6) == [owner.id] * 12
+    assert reads == [owner.id]
+    svc.users.revoke_sessions(owner.id)
+    reads.clear()
+    svc.bus.publish("reset", "")
+    assert set(_admit_all(svc, tokens, cookies=6)) == {"session_revoked"}
     assert reads == [owner.id]
 
 
